@@ -1,0 +1,1 @@
+// placeholder translation unit for the agent library until its code lands.

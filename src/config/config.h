@@ -1,0 +1,126 @@
+// The cluster configuration: Patroni's YAML shape, loaded and validated.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pgwarden::config {
+
+// A "host:port" pair ("[::1]:5432" for IPv6).
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  std::string ToString() const;  // "host:port", brackets around IPv6
+  friend bool operator==(const HostPort&, const HostPort&) = default;
+};
+
+// One or more configuration problems; what() lists them, one per line, each
+// naming the file, the key and (when known) its line.
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// `restapi:`
+struct RestApiConfig {
+  HostPort listen;              // where the REST API listens
+  std::string connect_address;  // host:port others use to reach it (default: listen)
+};
+
+// `etcd3:` (also accepted under `etcd:`)
+struct EtcdConfig {
+  std::vector<HostPort> hosts;    // `hosts` (list or comma-separated) or `host`
+  std::string protocol = "http";  // only http is supported for now
+  std::string username;           // etcd auth (optional)
+  std::string password;
+};
+
+// `bootstrap.dcs:` — the dynamic configuration, stored in etcd's `config` key.
+struct DcsConfig {
+  int ttl = 30;                                // leader lease, seconds
+  int loop_wait = 10;                          // seconds between HA cycles
+  int retry_timeout = 10;                      // seconds an etcd or PostgreSQL operation may retry
+  uint64_t maximum_lag_on_failover = 1048576;  // bytes
+  bool synchronous_mode = false;               // keep one synchronous standby
+  bool use_pg_rewind = false;                  // `postgresql.use_pg_rewind`
+  bool use_slots = true;        // `postgresql.use_slots`: one physical slot per member
+  int member_slots_ttl = 1800;  // seconds a departed member's slot is kept
+  std::map<std::string, std::string> parameters;  // `postgresql.parameters`
+};
+
+// `postgresql.authentication.<role>:`
+struct RoleAuth {
+  std::string username;
+  std::string password;
+};
+
+// `postgresql:`
+struct PostgresqlConfig {
+  HostPort listen;              // listen_addresses / port
+  std::string connect_address;  // host:port others use (default: listen)
+  std::string data_dir;         // required
+  std::string bin_dir = "/usr/lib/postgresql/15/bin";
+  std::string os_user = "postgres";  // OS user PostgreSQL runs as when pgwarden is root
+  std::string log_file;              // PostgreSQL's stderr; default: <data_dir>.log
+  RoleAuth superuser{"postgres", ""};
+  RoleAuth replication{"replicator", ""};
+  std::map<std::string, std::string> parameters;  // local postgresql.conf settings
+  std::vector<std::string> pg_hba;  // extra pg_hba.conf lines (added before the defaults)
+};
+
+// `bootstrap:`
+struct BootstrapConfig {
+  DcsConfig dcs;
+  // initdb options, as Patroni writes them: "encoding: UTF8" → --encoding=UTF8,
+  // "data-checksums" → --data-checksums. Checksums are on unless
+  // `no-data-checksums` is given.
+  std::vector<std::string> initdb_args;
+};
+
+// The whole file.
+struct Config {
+  std::string source_path;  // the file it was loaded from
+  std::string scope;        // cluster name
+  std::string namespace_ = "/service/";
+  std::string name;  // this member's name
+  RestApiConfig restapi;
+  EtcdConfig etcd;
+  BootstrapConfig bootstrap;
+  PostgresqlConfig postgresql;
+  std::map<std::string, std::string> tags;  // nofailover, noloadbalance, nosync, ...
+  std::string log_level = "info";
+
+  // The etcd key prefix of this cluster: "/service/<scope>/".
+  std::string KeyPrefix() const;
+  // "postgres://host:port/postgres" of this member (connect_address).
+  std::string ConnUrl() const;
+  // "http://host:port/patroni" of this member's REST API.
+  std::string ApiUrl() const;
+};
+
+// What the loader checks. A full node config needs name and data_dir; a CLI
+// command that only reads the cluster (status, dsn) needs scope and etcd.
+enum class ConfigUse {
+  kNode,    // pgwarden node: everything
+  kClient,  // status / dsn / down: scope and etcd3 suffice
+};
+
+// Loads and validates a YAML file, then applies PGWARDEN_* / PATRONI_*
+// environment overrides. Throws ConfigError listing every problem found.
+Config LoadConfigFile(const std::string& path, ConfigUse use = ConfigUse::kNode);
+// Same, from text (`source_name` is used in messages).
+Config LoadConfigText(const std::string& yaml, const std::string& source_name,
+                      ConfigUse use = ConfigUse::kNode);
+
+// Parses "host:port" / "[v6]:port"; throws ConfigError naming `what` when bad.
+HostPort ParseHostPort(const std::string& text, const std::string& what);
+
+}  // namespace pgwarden::config

@@ -1,0 +1,1 @@
+// placeholder translation unit for the config library until its code lands.

@@ -1,0 +1,1 @@
+// placeholder translation unit for the dcs library until its code lands.

@@ -1,0 +1,1 @@
+// placeholder translation unit for the ha library until its code lands.

@@ -1,0 +1,1 @@
+// placeholder translation unit for the net library until its code lands.

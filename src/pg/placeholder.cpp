@@ -1,0 +1,1 @@
+// placeholder translation unit for the pg library until its code lands.
