@@ -4,9 +4,14 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+namespace YAML {
+class Node;
+}  // namespace YAML
 
 namespace pgwarden::config {
 
@@ -72,6 +77,7 @@ struct PostgresqlConfig {
   std::string log_file;              // PostgreSQL's stderr; default: <data_dir>.log
   RoleAuth superuser{"postgres", ""};
   RoleAuth replication{"replicator", ""};
+  RoleAuth rewind;  // optional pg_rewind role; empty username: use the superuser
   std::map<std::string, std::string> parameters;  // local postgresql.conf settings
   std::vector<std::string> pg_hba;  // extra pg_hba.conf lines (added before the defaults)
 };
@@ -83,6 +89,9 @@ struct BootstrapConfig {
   // "data-checksums" → --data-checksums. Checksums are on unless
   // `no-data-checksums` is given.
   std::vector<std::string> initdb_args;
+  // `bootstrap.pg_hba` (older Patroni place); also copied into
+  // postgresql.pg_hba when that is empty.
+  std::vector<std::string> pg_hba;
 };
 
 // The whole file.
@@ -96,7 +105,10 @@ struct Config {
   BootstrapConfig bootstrap;
   PostgresqlConfig postgresql;
   std::map<std::string, std::string> tags;  // nofailover, noloadbalance, nosync, ...
-  std::string log_level = "info";
+  std::string log_level = "info";           // `log.level`, normalised: debug | info | warn | error
+  // The raw `proxy:` section (nullptr when absent); its nodes keep their
+  // Mark() line numbers so the proxy can report errors against the file.
+  std::shared_ptr<const YAML::Node> proxy_yaml;
 
   // The etcd key prefix of this cluster: "/service/<scope>/".
   std::string KeyPrefix() const;

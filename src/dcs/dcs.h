@@ -60,9 +60,12 @@ struct ClusterView {
   std::optional<LeaderKey> leader;
   std::map<std::string, Member> members;  // by name
   std::optional<nlohmann::json> config;   // dynamic configuration
+  int64_t config_revision = 0;            // mod_revision of `config` (0: absent), for WriteConfig
   std::optional<SyncKey> sync;
   Lsn last_leader_optime;                  // `status.optime`
+  std::optional<nlohmann::json> status;    // the whole `status` key (slots, retain_slots)
   std::optional<nlohmann::json> failover;  // pending switchover request
+  int64_t failover_revision = 0;           // mod_revision of `failover` (0: absent)
   std::optional<nlohmann::json> history;   // timeline history
 
   const Member* FindMember(const std::string& name) const;
@@ -113,6 +116,20 @@ class Dcs {
 
   // Revokes our lease (member and leader keys go with it). For shutdown.
   virtual Status Close() = 0;
+
+  // Additions with a default that says "not supported", so that existing
+  // test fakes keep compiling; EtcdDcs and MemoryDcs implement them all.
+  // Writes `config` if its mod_revision is still `expected_revision` (0:
+  // absent; see ClusterView::config_revision); Conflict otherwise.
+  virtual Status WriteConfig(const nlohmann::json& config, int64_t expected_revision);
+  // Writes `failover` (a switchover request) if its mod_revision is still
+  // `expected_revision` (0: absent); Conflict otherwise.
+  virtual Status WriteFailover(const nlohmann::json& request, int64_t expected_revision);
+  // Deletes `failover` if its mod_revision is still `expected_revision`
+  // (0: whatever it holds). Ok when it is already gone.
+  virtual Status DeleteFailover(int64_t expected_revision);
+  // Overwrites `history` (leader only, after a promotion).
+  virtual Status WriteHistory(const nlohmann::json& history);
 };
 
 using DcsPtr = std::unique_ptr<Dcs>;

@@ -1,0 +1,581 @@
+// The HA loop: observe local PostgreSQL and the cluster, decide, act; publish what it sees.
+#include "agent/agent.h"
+
+#include <thread>
+
+#include "common/log.h"
+#include "common/units.h"
+
+namespace pgwarden::agent {
+namespace {
+
+constexpr const char* kComponent = "ha";
+
+// Host and port of a "postgres://host:port/..." URL.
+std::optional<config::HostPort> HostPortOfUrl(const std::string& url) {
+  auto scheme = url.find("://");
+  if (scheme == std::string::npos) return std::nullopt;
+  std::string rest = url.substr(scheme + 3);
+  auto at = rest.find('@');
+  if (at != std::string::npos) rest = rest.substr(at + 1);
+  auto slash = rest.find('/');
+  if (slash != std::string::npos) rest = rest.substr(0, slash);
+  try {
+    return config::ParseHostPort(rest, url);
+  } catch (const config::ConfigError&) {
+    return std::nullopt;
+  }
+}
+
+// What in the cluster view should wake the loop at once: everything but the
+// positions members publish every cycle (else members would wake each other
+// in turn forever).
+std::string TopologySignature(const dcs::ClusterView& v) {
+  std::string s = "i=" + v.initialize.value_or("<none>") +
+                  ";l=" + (v.HasLeader() ? v.leader->name : "") +
+                  ";c=" + (v.config ? v.config->dump() : "") +
+                  ";s=" + (v.sync ? v.sync->leader + "/" + v.sync->sync_standby : "") +
+                  ";f=" + (v.failover ? v.failover->dump() : "") + ";m=";
+  for (const auto& [name, m] : v.members) s += name + ":" + m.role + ":" + m.state + ",";
+  if (v.status && v.status->contains("slots") && (*v.status)["slots"].is_object()) {
+    s += ";slots=";
+    for (const auto& [slot, lsn] : (*v.status)["slots"].items()) s += slot + ",";
+  }
+  return s;
+}
+
+std::set<std::string> StatusSlotNames(const dcs::ClusterView& v, const char* field) {
+  std::set<std::string> out;
+  if (!v.status || !v.status->contains(field)) return out;
+  const auto& f = (*v.status)[field];
+  if (f.is_object()) {
+    for (const auto& [slot, lsn] : f.items()) out.insert(slot);
+  } else if (f.is_array()) {
+    for (const auto& slot : f) {
+      if (slot.is_string()) out.insert(slot.get<std::string>());
+    }
+  }
+  return out;
+}
+
+std::string SyncStandbyNamesValue(const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string v = "FIRST 1 (";
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i) v += ", ";
+    v += "\"";
+    for (char c : names[i]) v += (c == '"') ? std::string("\"\"") : std::string(1, c);
+    v += "\"";
+  }
+  return v + ")";
+}
+
+}  // namespace
+
+nlohmann::json DynamicConfigJson(const config::DcsConfig& d) {
+  nlohmann::json params = nlohmann::json::object();
+  for (const auto& [k, v] : d.parameters) params[k] = v;
+  return {
+      {"ttl", d.ttl},
+      {"loop_wait", d.loop_wait},
+      {"retry_timeout", d.retry_timeout},
+      {"maximum_lag_on_failover", d.maximum_lag_on_failover},
+      {"synchronous_mode", d.synchronous_mode},
+      {"member_slots_ttl", d.member_slots_ttl},
+      {"postgresql",
+       {{"use_pg_rewind", d.use_pg_rewind}, {"use_slots", d.use_slots}, {"parameters", params}}}};
+}
+
+Agent::Agent(config::Config cfg, dcs::DcsPtr dcs, pg::PgControllerPtr pg, const Clock& clock)
+    : cfg_(std::move(cfg)), dcs_(std::move(dcs)), pg_(std::move(pg)), clock_(clock) {
+  ha_.name = cfg_.name;
+  const auto& d = cfg_.bootstrap.dcs;
+  ha_.ttl = std::chrono::seconds(d.ttl);
+  ha_.loop_wait = std::chrono::seconds(d.loop_wait);
+  ha_.retry_timeout = std::chrono::seconds(d.retry_timeout);
+  ha_.synchronous_mode = d.synchronous_mode;
+  ha_.use_slots = d.use_slots;
+  ha_.member_slots_ttl = std::chrono::seconds(d.member_slots_ttl);
+  snapshot_.scope = cfg_.scope;
+  snapshot_.name = cfg_.name;
+  snapshot_.role = "uninitialized";
+  snapshot_.state = "starting";
+  snapshot_.tags = cfg_.tags;
+}
+
+Agent::~Agent() {
+  if (long_action_.valid()) long_action_.wait();
+}
+
+NodeStatus Agent::Snapshot() const {
+  std::lock_guard lock(mu_);
+  return snapshot_;
+}
+
+int Agent::Run(const std::atomic<bool>& stop) {
+  LOG_INFO(kComponent, "agent " << cfg_.name << " of cluster " << cfg_.scope << " starting");
+  while (!stop.load()) {
+    FinishLongAction();
+    ha::Observation obs = Observe();
+    ha::Decision decision = ha::Decide(obs, ha_);
+    if (decision.reason != last_reason_) {
+      LOG_INFO(kComponent, decision.reason);
+      last_reason_ = decision.reason;
+    } else {
+      LOG_DEBUG(kComponent, decision.reason);
+    }
+    bool changed = Execute(decision, obs);
+    if (refused_) {
+      UpdateSnapshot(obs, decision);
+      LOG_ERROR(kComponent, "not starting PostgreSQL: " << refuse_reason_);
+      Shutdown();
+      return 1;
+    }
+    if (obs.dcs_ok) PublishMember(obs);
+    UpdateSnapshot(obs, decision);
+    if (obs.dcs_ok) topology_ = TopologySignature(obs.cluster);
+    // After a change, look again soon: a started standby begins streaming, a
+    // new setting shows in pg_stat_replication.
+    Millis wait =
+        changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
+    WaitForNextCycle(stop, obs.dcs_ok ? obs.cluster.revision : 0, wait);
+  }
+  Shutdown();
+  return 0;
+}
+
+void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait) {
+  auto deadline = clock_.Now() + max_wait;
+  // A long action finishing is worth a cycle at once; poll for it.
+  const auto slice = std::chrono::milliseconds(in_progress_ != ha::LongAction::kNone ? 200 : 1000);
+  while (!stop.load() && clock_.Now() < deadline) {
+    if (in_progress_ != ha::LongAction::kNone && long_action_.valid() &&
+        long_action_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      return;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_.Now());
+    auto wait = std::min<std::chrono::milliseconds>(slice, left);
+    if (revision <= 0) {
+      std::this_thread::sleep_for(wait);
+      continue;
+    }
+    auto changed = dcs_->WaitForChange(revision, wait);
+    if (!changed.ok()) {
+      std::this_thread::sleep_for(wait);
+      continue;
+    }
+    if (!*changed) continue;
+    auto view = dcs_->Load();
+    if (!view.ok()) return;
+    if (TopologySignature(*view) != topology_) return;
+    revision = view->revision;
+  }
+}
+
+void Agent::ApplyDynamicConfig(const dcs::ClusterView& view) {
+  if (!view.config || !view.config->is_object()) return;
+  const auto& c = *view.config;
+  auto seconds = [&](const char* key, Millis& out) {
+    if (c.contains(key) && c[key].is_number_integer() && c[key].get<int64_t>() > 0) {
+      out = std::chrono::seconds(c[key].get<int64_t>());
+    }
+  };
+  seconds("ttl", ha_.ttl);
+  seconds("loop_wait", ha_.loop_wait);
+  seconds("retry_timeout", ha_.retry_timeout);
+  seconds("member_slots_ttl", ha_.member_slots_ttl);
+  if (c.contains("synchronous_mode") && c["synchronous_mode"].is_boolean()) {
+    ha_.synchronous_mode = c["synchronous_mode"].get<bool>();
+  }
+  std::map<std::string, std::string> params;
+  if (c.contains("postgresql") && c["postgresql"].is_object()) {
+    const auto& p = c["postgresql"];
+    if (p.contains("use_slots") && p["use_slots"].is_boolean()) {
+      ha_.use_slots = p["use_slots"].get<bool>();
+    }
+    if (p.contains("parameters") && p["parameters"].is_object()) {
+      for (const auto& [k, v] : p["parameters"].items()) {
+        params[k] = v.is_string() ? v.get<std::string>() : v.dump();
+      }
+    }
+  } else {
+    params = cfg_.bootstrap.dcs.parameters;
+  }
+  for (const auto& [k, v] : cfg_.postgresql.parameters) params[k] = v;  // local wins
+  pg_->SetParameters(std::move(params));
+}
+
+ha::Observation Agent::Observe() {
+  ha::Observation obs;
+  obs.now = clock_.Now();
+  obs.in_progress = in_progress_;
+  obs.leader_renewed_at = leader_renewed_at_;
+
+  auto view = dcs_->Load();
+  if (view.ok()) {
+    obs.dcs_ok = true;
+    obs.cluster = std::move(*view);
+    ApplyDynamicConfig(obs.cluster);
+    for (const auto& [name, m] : obs.cluster.members) member_last_seen_[name] = obs.now;
+    obs.leader_slots = StatusSlotNames(obs.cluster, "slots");
+    obs.member_slots = StatusSlotNames(obs.cluster, "retain_slots");
+    // Slots pgwarden made before a restart count as seen now: their TTL restarts.
+    for (const auto& slot : obs.member_slots) {
+      member_last_seen_.try_emplace(slot, obs.now);
+    }
+  } else {
+    obs.dcs_error = view.status().message();
+  }
+  obs.member_last_seen = member_last_seen_;
+
+  if (in_progress_ != ha::LongAction::kNone) return obs;
+
+  ha::LocalState& local = obs.local;
+  pg::DataDirInfo dir = pg_->InspectDataDir();
+  switch (dir.kind) {
+    case pg::DataDirKind::kEmpty:
+      local.data_dir = ha::DataDir::kEmpty;
+      break;
+    case pg::DataDirKind::kInitialized:
+      local.data_dir = ha::DataDir::kInitialized;
+      break;
+    case pg::DataDirKind::kInvalid:
+      local.data_dir = ha::DataDir::kInvalid;
+      break;
+  }
+  local.data_dir_problem = dir.problem;
+  local.system_identifier = dir.system_identifier;
+  local.standby_signal = dir.standby_signal;
+  local.pg_running = pg_->IsRunning();
+  last_pg_ok_ = false;
+  if (local.pg_running) {
+    auto st = pg_->Observe();
+    if (st.ok()) {
+      last_pg_ = std::move(*st);
+      last_pg_ok_ = true;
+      local.pg_ready = true;
+      local.in_recovery = last_pg_.in_recovery;
+      local.timeline = last_pg_.timeline;
+      local.wal_lsn = last_pg_.wal_lsn;
+      local.replay_lsn = last_pg_.replay_lsn;
+      for (const auto& s : last_pg_.slots) local.slots.insert(s.name);
+      for (const auto& r : last_pg_.replication) {
+        local.standbys.push_back({r.application_name, r.state == "streaming", r.sync_state});
+      }
+      local.sync_names = ha::ParseSyncStandbyNames(last_pg_.synchronous_standby_names);
+    } else {
+      if (st.status().code() == ErrorCode::kPgUnavailable) {
+        LOG_DEBUG(kComponent, "PostgreSQL not ready: " << st.status().message());
+      } else {
+        LOG_WARN(kComponent, "observing PostgreSQL failed: " << st.status().message());
+      }
+    }
+  }
+  local.following = FollowedMember(obs.cluster);
+  return obs;
+}
+
+std::string Agent::FollowedMember(const dcs::ClusterView& view) const {
+  auto follow = pg_->CurrentFollow();
+  if (!follow || follow->host.empty()) return "";
+  for (const auto& [name, m] : view.members) {
+    auto hp = HostPortOfUrl(m.conn_url);
+    if (hp && hp->host == follow->host && hp->port == follow->port) return name;
+  }
+  return "";
+}
+
+std::optional<pg::StandbyTarget> Agent::TargetFor(const std::string& member,
+                                                  const dcs::ClusterView& view) const {
+  pg::StandbyTarget t;
+  t.slot = ha_.use_slots ? ha::SlotNameForMember(cfg_.name) : "";
+  if (member.empty()) return t;
+  const dcs::Member* m = view.FindMember(member);
+  if (m == nullptr) return std::nullopt;
+  auto hp = HostPortOfUrl(m->conn_url);
+  if (!hp) return std::nullopt;
+  t.host = hp->host;
+  t.port = hp->port;
+  return t;
+}
+
+bool Agent::Execute(const ha::Decision& decision, const ha::Observation& obs) {
+  bool changed = false;
+  for (const auto& action : decision.actions) {
+    using ha::ActionType;
+    Status st = ExecuteOne(action, obs);
+    if (!st.ok()) {
+      LOG_WARN(kComponent, ha::ActionName(action.type)
+                               << (action.target.empty() ? "" : " " + action.target)
+                               << " failed: " << st.message());
+      return true;  // later actions depend on this one; retry soon
+    }
+    switch (action.type) {
+      case ActionType::kRenewLeader:
+      case ActionType::kWriteStatus:
+      case ActionType::kRefuse:
+        break;
+      default:
+        changed = true;
+    }
+  }
+  return changed;
+}
+
+Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
+  using ha::ActionType;
+  switch (a.type) {
+    case ActionType::kRaceInitialize: {
+      if (obs.local.data_dir == ha::DataDir::kInitialized) {
+        auto won = dcs_->TryInitialize(obs.local.system_identifier);
+        if (!won.ok()) return won.status();
+        if (*won) LOG_INFO(kComponent, "claimed the cluster with the existing data directory");
+        return Status::Ok();
+      }
+      PGW_RETURN_IF_ERROR(pg_->CheckDataDirReachable());
+      auto won = dcs_->TryInitialize("");
+      if (!won.ok()) return won.status();
+      if (!*won) {
+        LOG_INFO(kComponent, "another member is initializing the cluster");
+        return Status::Ok();
+      }
+      LOG_INFO(kComponent, "won the initialize race: bootstrapping a new cluster");
+      StartLongAction(ha::LongAction::kBootstrap, [this] { return Bootstrap(); });
+      return Status::Ok();
+    }
+    case ActionType::kBaseBackup: {
+      auto from = TargetFor(a.target, obs.cluster);
+      if (!from) return NotFound("leader " + a.target + " has no usable conn_url");
+      PGW_RETURN_IF_ERROR(pg_->CheckDataDirReachable());
+      auto target = *from;
+      StartLongAction(ha::LongAction::kBaseBackup,
+                      [this, target] { return CreateReplica(target); });
+      return Status::Ok();
+    }
+    case ActionType::kStartPrimary:
+      PGW_RETURN_IF_ERROR(pg_->WriteConfig(std::nullopt, synchronous_standby_names_));
+      return pg_->Start();
+    case ActionType::kStartStandby: {
+      auto t = TargetFor(a.target, obs.cluster);
+      if (!t) return NotFound("leader " + a.target + " has no usable conn_url");
+      PGW_RETURN_IF_ERROR(pg_->WriteConfig(*t, ""));
+      return pg_->Start();
+    }
+    case ActionType::kFollow: {
+      auto t = TargetFor(a.target, obs.cluster);
+      if (!t) return NotFound("leader " + a.target + " has no usable conn_url");
+      PGW_RETURN_IF_ERROR(pg_->WriteConfig(*t, ""));
+      return pg_->Reload();
+    }
+    case ActionType::kPromote:
+      PGW_RETURN_IF_ERROR(pg_->Promote());
+      return pg_->WriteConfig(std::nullopt, synchronous_standby_names_);
+    case ActionType::kStopPostgres:
+      leader_renewed_at_.reset();
+      return pg_->Stop(pg::StopMode::kFast);
+    case ActionType::kAcquireLeader: {
+      auto won = dcs_->AcquireLeader(cfg_.name);
+      if (!won.ok()) return won.status();
+      if (!*won) return Conflict("another member holds the leader key");
+      leader_renewed_at_ = clock_.Now();
+      LOG_INFO(kComponent, "acquired the leader key");
+      return Status::Ok();
+    }
+    case ActionType::kRenewLeader: {
+      auto still = dcs_->RenewLeader(cfg_.name);
+      if (!still.ok()) return still.status();
+      if (!*still) {
+        // Safety rule 1: no writes without the lease.
+        LOG_ERROR(kComponent, "lost the leader key: fencing PostgreSQL");
+        leader_renewed_at_.reset();
+        (void)pg_->Stop(pg::StopMode::kFast);
+        return Conflict("leader key lost");
+      }
+      leader_renewed_at_ = clock_.Now();
+      return Status::Ok();
+    }
+    case ActionType::kCreateSlot:
+      return pg_->CreateSlot(a.target);
+    case ActionType::kDropSlot:
+      return pg_->DropSlot(a.target);
+    case ActionType::kSetSyncStandbys: {
+      std::string value = SyncStandbyNamesValue(a.names);
+      LOG_INFO(kComponent, "synchronous_standby_names = '" << value << "'");
+      PGW_RETURN_IF_ERROR(pg_->WriteConfig(std::nullopt, value));
+      synchronous_standby_names_ = value;
+      return pg_->Reload();
+    }
+    case ActionType::kWriteSync: {
+      dcs::SyncKey sync{cfg_.name, a.target, 0};
+      int64_t expected = obs.cluster.sync ? obs.cluster.sync->mod_revision : 0;
+      LOG_INFO(kComponent, "recording synchronous standby: "
+                               << (a.target.empty() ? std::string("none") : a.target));
+      return dcs_->WriteSync(sync, expected);
+    }
+    case ActionType::kWriteStatus: {
+      nlohmann::json slots = nlohmann::json::object();
+      for (const auto& s : last_pg_.slots) slots[s.name] = s.restart_lsn.value();
+      nlohmann::json retain = nlohmann::json::array();
+      for (const auto& s : ha::WantedSlots(obs, ha_)) retain.push_back(s);
+      return dcs_->WriteStatus({{"optime", obs.local.wal_lsn.value()},
+                                {"slots", slots},
+                                {"retain_slots", retain},
+                                {"pgwarden_format", dcs::kMemberFormatVersion}});
+    }
+    case ActionType::kRefuse:
+      refused_ = true;
+      refuse_reason_ = a.target;
+      return Status::Ok();
+  }
+  return Fatal("unknown action");
+}
+
+void Agent::StartLongAction(ha::LongAction kind, std::function<Status()> body) {
+  in_progress_ = kind;
+  long_action_ = std::async(std::launch::async, std::move(body));
+}
+
+void Agent::FinishLongAction() {
+  if (in_progress_ == ha::LongAction::kNone || !long_action_.valid()) return;
+  if (long_action_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  Status st = long_action_.get();
+  const char* what = in_progress_ == ha::LongAction::kBootstrap ? "bootstrap" : "replica creation";
+  if (st.ok())
+    LOG_INFO(kComponent, what << " finished");
+  else
+    LOG_ERROR(kComponent, what << " failed: " << st.message());
+  in_progress_ = ha::LongAction::kNone;
+}
+
+Status Agent::Bootstrap() {
+  // Whatever fails, give the initialize race back so another member (or a
+  // retry of ours) can bootstrap from scratch.
+  auto fail = [this](Status st) {
+    (void)pg_->Stop(pg::StopMode::kImmediate);
+    (void)dcs_->ReleaseLeader(cfg_.name);
+    (void)dcs_->CancelInitialize("");
+    leader_renewed_at_.reset();
+    return st;
+  };
+  Status st = pg_->Initdb();
+  if (!st.ok()) return fail(st);
+  st = pg_->Start();
+  if (!st.ok()) return fail(st);
+  st = pg_->CreateRoles();
+  if (!st.ok()) return fail(st);
+  auto sysid = pg::ReadSystemIdentifier(cfg_.postgresql.data_dir);
+  if (!sysid.ok()) return fail(sysid.status());
+  auto won = dcs_->AcquireLeader(cfg_.name);
+  if (!won.ok()) return fail(won.status());
+  if (!*won) return fail(Conflict("the leader key was taken during bootstrap"));
+  leader_renewed_at_ = clock_.Now();
+  auto cfg = dcs_->InitializeConfig(DynamicConfigJson(cfg_.bootstrap.dcs));
+  if (!cfg.ok()) return fail(cfg.status());
+  st = dcs_->UpdateInitialize("", *sysid);
+  if (!st.ok()) return fail(st);
+  LOG_INFO(kComponent, "initialized a new cluster with system identifier " << *sysid);
+  return Status::Ok();
+}
+
+Status Agent::CreateReplica(const pg::StandbyTarget& from) {
+  Status st = pg_->BaseBackup(from);
+  if (!st.ok()) return st;
+  st = pg_->WriteConfig(from, "");
+  if (!st.ok()) return st;
+  return pg_->Start();
+}
+
+void Agent::PublishMember(const ha::Observation& obs) {
+  dcs::Member m;
+  m.name = cfg_.name;
+  m.conn_url = cfg_.ConnUrl();
+  m.api_url = cfg_.ApiUrl();
+  m.tags = cfg_.tags;
+  m.version = PGWARDEN_VERSION;
+  const auto& local = obs.local;
+  if (in_progress_ == ha::LongAction::kBootstrap) {
+    m.role = "uninitialized";
+    m.state = "initializing new cluster";
+  } else if (in_progress_ == ha::LongAction::kBaseBackup) {
+    m.role = "uninitialized";
+    m.state = "creating replica";
+  } else if (!local.pg_running) {
+    m.role = local.data_dir == ha::DataDir::kEmpty ? "uninitialized"
+                                                   : (local.standby_signal ? "replica" : "primary");
+    m.state = "stopped";
+  } else if (!local.pg_ready) {
+    m.role = local.standby_signal ? "replica" : "primary";
+    m.state = "starting";
+  } else if (!local.in_recovery) {
+    m.role = "primary";
+    m.state = "running";
+    m.timeline = local.timeline;
+    m.xlog_location = local.wal_lsn;
+  } else {
+    m.role = "replica";
+    m.state = last_pg_.wal_receiver_status == "streaming" ? "streaming" : "running";
+    m.timeline = local.timeline;
+    m.xlog_location = last_pg_.replay_lsn;
+    m.receive_lsn = last_pg_.receive_lsn;
+    m.replay_lsn = last_pg_.replay_lsn;
+  }
+  Status st = dcs_->PublishMember(m);
+  if (!st.ok()) LOG_WARN(kComponent, "cannot publish member key: " << st.message());
+}
+
+void Agent::UpdateSnapshot(const ha::Observation& obs, const ha::Decision& decision) {
+  std::lock_guard lock(mu_);
+  NodeStatus& s = snapshot_;
+  s.dcs_reachable = obs.dcs_ok;
+  if (obs.dcs_ok) s.cluster = obs.cluster;
+  s.last_decision = decision.reason;
+  s.pg_running = obs.local.pg_running && obs.local.pg_ready;
+  s.is_leader = obs.dcs_ok && obs.cluster.HasLeader() && obs.cluster.leader->name == cfg_.name &&
+                leader_renewed_at_.has_value();
+  s.is_sync_standby = obs.dcs_ok && obs.cluster.sync && obs.cluster.sync->sync_standby == cfg_.name;
+  if (in_progress_ != ha::LongAction::kNone) {
+    s.role = "uninitialized";
+    s.state = in_progress_ == ha::LongAction::kBootstrap ? "initializing new cluster"
+                                                         : "creating replica";
+  } else if (!s.pg_running) {
+    s.state = obs.local.pg_running ? "starting" : "stopped";
+  } else if (last_pg_ok_) {
+    s.in_recovery = last_pg_.in_recovery;
+    s.role = s.in_recovery ? "replica" : "primary";
+    s.streaming = last_pg_.wal_receiver_status == "streaming";
+    s.state = s.in_recovery && s.streaming ? "streaming" : "running";
+    s.replay_paused = last_pg_.replay_paused;
+    s.timeline = last_pg_.timeline;
+    s.wal_lsn = last_pg_.wal_lsn;
+    s.receive_lsn = last_pg_.receive_lsn;
+    s.replay_lsn = last_pg_.replay_lsn;
+    s.last_replay_timestamp = last_pg_.last_replay_timestamp;
+    s.postmaster_start_time = last_pg_.postmaster_start_time;
+    s.server_version = last_pg_.server_version;
+    s.system_identifier = last_pg_.system_identifier;
+  }
+  if (refused_) s.state = "refused: " + refuse_reason_;
+}
+
+void Agent::Shutdown() {
+  if (long_action_.valid()) {
+    LOG_INFO(kComponent, "waiting for the running bootstrap / base backup to finish");
+    long_action_.wait();
+  }
+  bool was_leader = leader_renewed_at_.has_value();
+  Status st = pg_->Stop(pg::StopMode::kFast);
+  if (!st.ok()) LOG_ERROR(kComponent, "stopping PostgreSQL: " << st.message());
+  if (was_leader && st.ok()) {
+    // Only once PostgreSQL is down: nobody may promote while we accept writes.
+    Status rel = dcs_->ReleaseLeader(cfg_.name);
+    if (rel.ok())
+      LOG_INFO(kComponent, "released the leader key");
+    else
+      LOG_WARN(kComponent, "could not release the leader key: " << rel.message());
+  }
+  (void)dcs_->DeleteMember(cfg_.name);
+  (void)dcs_->Close();
+  LOG_INFO(kComponent, "agent stopped");
+}
+
+}  // namespace pgwarden::agent

@@ -1,0 +1,89 @@
+// The node agent: runs the observe → decide → act loop for one PostgreSQL server.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "agent/node_status.h"
+#include "common/clock.h"
+#include "config/config.h"
+#include "dcs/dcs.h"
+#include "ha/decide.h"
+#include "pg/controller.h"
+
+namespace pgwarden::agent {
+
+// Owns the Dcs and the PgController. Run() executes on the calling thread
+// (the HA loop thread); Snapshot() may be called from any thread.
+class Agent {
+ public:
+  Agent(config::Config cfg, dcs::DcsPtr dcs, pg::PgControllerPtr pg, const Clock& clock);
+  ~Agent();
+
+  // Runs HA cycles until `stop` becomes true, then shuts PostgreSQL down and
+  // gives up the leader key. Returns the process exit code (1 when the data
+  // directory was refused).
+  int Run(const std::atomic<bool>& stop);
+
+  // A copy of the node's latest status, for the REST API.
+  NodeStatus Snapshot() const;
+
+ private:
+  struct LongActionResult {
+    ha::LongAction kind = ha::LongAction::kNone;
+    Status status;
+  };
+
+  ha::Observation Observe();
+  // Returns true when an action changed the local server (start, stop,
+  // promote, follow, ...): the next cycle then comes sooner than loop_wait.
+  bool Execute(const ha::Decision& decision, const ha::Observation& obs);
+  Status ExecuteOne(const ha::Action& action, const ha::Observation& obs);
+  void PublishMember(const ha::Observation& obs);
+  void UpdateSnapshot(const ha::Observation& obs, const ha::Decision& decision);
+  void ApplyDynamicConfig(const dcs::ClusterView& view);
+  void FinishLongAction();
+  void StartLongAction(ha::LongAction kind, std::function<Status()> body);
+  Status Bootstrap();
+  Status CreateReplica(const pg::StandbyTarget& from);
+  std::optional<pg::StandbyTarget> TargetFor(const std::string& member,
+                                             const dcs::ClusterView& view) const;
+  std::string FollowedMember(const dcs::ClusterView& view) const;
+  void Shutdown();
+  // Waits for a change worth a new cycle, or loop_wait, or stop.
+  void WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait);
+
+  config::Config cfg_;
+  ha::HaConfig ha_;
+  dcs::DcsPtr dcs_;
+  pg::PgControllerPtr pg_;
+  const Clock& clock_;
+
+  // HA loop thread state.
+  std::optional<TimePoint> leader_renewed_at_;
+  std::map<std::string, TimePoint> member_last_seen_;
+  std::string synchronous_standby_names_;
+  bool refused_ = false;
+  std::string refuse_reason_;
+  std::string last_reason_;
+  std::string topology_;  // signature of the last view that ran a cycle
+  ha::LongAction in_progress_ = ha::LongAction::kNone;
+  std::future<Status> long_action_;
+  pg::PgState last_pg_;  // last successful PostgreSQL observation
+  bool last_pg_ok_ = false;
+
+  mutable std::mutex mu_;
+  NodeStatus snapshot_;  // guarded by mu_
+};
+
+// The cluster's `config` key contents built from bootstrap.dcs.
+nlohmann::json DynamicConfigJson(const config::DcsConfig& dcs);
+
+}  // namespace pgwarden::agent

@@ -1,1 +1,0 @@
-// placeholder translation unit for the agent library until its code lands.

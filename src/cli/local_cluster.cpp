@@ -1,0 +1,59 @@
+// Paths and process files of a local cluster.
+#include "cli/local_cluster.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "common/process.h"
+
+namespace pgwarden::cli {
+namespace fs = std::filesystem;
+
+std::vector<std::string> LocalCluster::Nodes() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory(ec) && fs::exists(e.path() / "node.yml", ec)) {
+      out.push_back(e.path().filename().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool LocalCluster::ManagesEtcd() const {
+  std::error_code ec;
+  return fs::exists(EtcdDir(), ec);
+}
+
+std::string AbsoluteDir(const std::string& dir) {
+  std::error_code ec;
+  auto p = fs::absolute(dir, ec);
+  return (ec ? fs::path(dir) : p).lexically_normal().string();
+}
+
+std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& expect) {
+  std::ifstream in(pid_file);
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0 || !ProcessAlive(pid)) return std::nullopt;
+  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string all((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+  if (all.find(expect) == std::string::npos) return std::nullopt;
+  return pid;
+}
+
+config::Config LoadClientConfig(const std::optional<std::string>& config_file,
+                                const std::string& dir) {
+  std::string path = config_file ? *config_file : LocalCluster{AbsoluteDir(dir)}.ClusterFile();
+  if (!config_file && access(path.c_str(), F_OK) != 0) {
+    throw config::ConfigError({"no cluster in " + AbsoluteDir(dir) + " (" + path +
+                               " is missing): start one with `pgwarden up --dir " + dir +
+                               "`, or name a configuration with -c FILE"});
+  }
+  return config::LoadConfigFile(path, config::ConfigUse::kClient);
+}
+
+}  // namespace pgwarden::cli

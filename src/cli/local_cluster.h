@@ -1,0 +1,47 @@
+// The on-disk layout of a local cluster made by `pgwarden up`, shared by up, down, status and dsn.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace pgwarden::cli {
+
+// D/cluster.yml           the cluster's configuration (client view: scope, etcd, auth)
+// D/etcd/, D/etcd.pid, D/etcd.log   the one-member etcd `up` runs (absent with --etcd)
+// D/<node>/node.yml       each agent's configuration
+// D/<node>/data           its PostgreSQL data directory
+// D/<node>/agent.pid, agent.log, postgresql.log
+struct LocalCluster {
+  std::string dir;  // absolute
+  std::string ClusterFile() const { return dir + "/cluster.yml"; }
+  std::string EtcdDir() const { return dir + "/etcd"; }
+  std::string EtcdPidFile() const { return dir + "/etcd.pid"; }
+  std::string EtcdLog() const { return dir + "/etcd.log"; }
+  std::string NodeDir(const std::string& node) const { return dir + "/" + node; }
+  std::string NodeFile(const std::string& node) const { return NodeDir(node) + "/node.yml"; }
+  std::string AgentPidFile(const std::string& node) const { return NodeDir(node) + "/agent.pid"; }
+  std::string AgentLog(const std::string& node) const { return NodeDir(node) + "/agent.log"; }
+  // Node names found in dir (those with a node.yml), sorted.
+  std::vector<std::string> Nodes() const;
+  // True when `up` runs etcd for this cluster.
+  bool ManagesEtcd() const;
+};
+
+// Absolute form of a --dir argument.
+std::string AbsoluteDir(const std::string& dir);
+
+// The PID in a pid file, when the file exists and that process is alive and
+// its command line contains `expect` (guards against a reused PID).
+std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& expect);
+
+// Loads the configuration a client command uses: -c FILE when given, else
+// <dir>/cluster.yml. Throws config::ConfigError.
+config::Config LoadClientConfig(const std::optional<std::string>& config_file,
+                                const std::string& dir);
+
+}  // namespace pgwarden::cli

@@ -1,1 +1,0 @@
-// placeholder translation unit for the config library until its code lands.

@@ -1,1 +1,0 @@
-// placeholder translation unit for the dcs library until its code lands.

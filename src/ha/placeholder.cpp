@@ -1,1 +1,0 @@
-// placeholder translation unit for the ha library until its code lands.

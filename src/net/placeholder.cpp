@@ -1,1 +1,0 @@
-// placeholder translation unit for the net library until its code lands.

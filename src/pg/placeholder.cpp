@@ -1,1 +1,0 @@
-// placeholder translation unit for the pg library until its code lands.
