@@ -9,7 +9,7 @@ packages=(
   libpq-dev libssl-dev libzstd-dev liblz4-dev libpg-query-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 etcd-server etcd-client
-  haproxy curl procps iproute2
+  haproxy curl procps iproute2 bc
 )
 
 missing=()
