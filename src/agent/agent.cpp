@@ -109,39 +109,50 @@ Agent::~Agent() {
 
 NodeStatus Agent::Snapshot() const {
   std::lock_guard lock(mu_);
-  return snapshot_;
+  NodeStatus s = snapshot_;
+  // Patroni's liveness: the HA loop has not run for longer than ttl (leader)
+  // or twice that (replica), e.g. stuck on a hung PostgreSQL.
+  auto limit = s.is_leader ? ha_ttl_ : 2 * ha_ttl_;
+  s.ha_loop_stale = last_cycle_at_ && clock_.Now() - *last_cycle_at_ > limit + ha_loop_wait_;
+  return s;
 }
 
 int Agent::Run(const std::atomic<bool>& stop) {
   LOG_INFO(kComponent, "agent " << cfg_.name << " of cluster " << cfg_.scope << " starting");
   while (!stop.load()) {
-    FinishLongAction();
-    ha::Observation obs = Observe();
-    ha::Decision decision = ha::Decide(obs, ha_);
-    if (decision.reason != last_reason_) {
-      LOG_INFO(kComponent, decision.reason);
-      last_reason_ = decision.reason;
-    } else {
-      LOG_DEBUG(kComponent, decision.reason);
-    }
-    bool changed = Execute(decision, obs);
+    CycleResult cycle = RunCycle();
     if (refused_) {
-      UpdateSnapshot(obs, decision);
       LOG_ERROR(kComponent, "not starting PostgreSQL: " << refuse_reason_);
       Shutdown();
       return 1;
     }
-    if (obs.dcs_ok) PublishMember(obs);
-    UpdateSnapshot(obs, decision);
-    if (obs.dcs_ok) topology_ = TopologySignature(obs.cluster);
-    // After a change, look again soon: a started standby begins streaming, a
-    // new setting shows in pg_stat_replication.
-    Millis wait =
-        changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
-    WaitForNextCycle(stop, obs.dcs_ok ? obs.cluster.revision : 0, wait);
+    WaitForNextCycle(stop, cycle.revision, cycle.next_in);
   }
   Shutdown();
   return 0;
+}
+
+Agent::CycleResult Agent::RunCycle() {
+  FinishLongAction();
+  ha::Observation obs = Observe();
+  ha::Decision decision = ha::Decide(obs, ha_);
+  if (decision.reason != last_reason_) {
+    LOG_INFO(kComponent, decision.reason);
+    last_reason_ = decision.reason;
+  } else {
+    LOG_DEBUG(kComponent, decision.reason);
+  }
+  bool changed = Execute(decision, obs);
+  if (obs.dcs_ok && !refused_) PublishMember(obs);
+  UpdateSnapshot(obs, decision);
+  if (obs.dcs_ok) topology_ = TopologySignature(obs.cluster);
+  // After a change, look again soon: a started standby begins streaming, a
+  // new setting shows in pg_stat_replication.
+  CycleResult r;
+  r.next_in = changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
+  r.revision = obs.dcs_ok ? obs.cluster.revision : 0;
+  r.decision = std::move(decision);
+  return r;
 }
 
 void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait) {
@@ -525,6 +536,9 @@ void Agent::PublishMember(const ha::Observation& obs) {
 
 void Agent::UpdateSnapshot(const ha::Observation& obs, const ha::Decision& decision) {
   std::lock_guard lock(mu_);
+  last_cycle_at_ = obs.now;
+  ha_ttl_ = ha_.ttl;
+  ha_loop_wait_ = ha_.loop_wait;
   NodeStatus& s = snapshot_;
   s.dcs_reachable = obs.dcs_ok;
   if (obs.dcs_ok) s.cluster = obs.cluster;

@@ -35,6 +35,19 @@ class Agent {
   // A copy of the node's latest status, for the REST API.
   NodeStatus Snapshot() const;
 
+  // What one HA cycle did.
+  struct CycleResult {
+    ha::Decision decision;
+    Millis next_in{0};     // when the next cycle is due
+    int64_t revision = 0;  // store revision it saw (0: etcd unreachable)
+  };
+  // One observe → decide → act cycle. Run() calls it in a loop; simulations
+  // call it directly with a manual clock.
+  CycleResult RunCycle();
+  // Stops PostgreSQL and gives up the keys, as at the end of Run().
+  void Shutdown();
+  bool refused() const { return refused_; }
+
  private:
   struct LongActionResult {
     ha::LongAction kind = ha::LongAction::kNone;
@@ -56,7 +69,6 @@ class Agent {
   std::optional<pg::StandbyTarget> TargetFor(const std::string& member,
                                              const dcs::ClusterView& view) const;
   std::string FollowedMember(const dcs::ClusterView& view) const;
-  void Shutdown();
   // Waits for a change worth a new cycle, or loop_wait, or stop.
   void WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait);
 
@@ -80,7 +92,10 @@ class Agent {
   bool last_pg_ok_ = false;
 
   mutable std::mutex mu_;
-  NodeStatus snapshot_;  // guarded by mu_
+  NodeStatus snapshot_;                     // guarded by mu_
+  std::optional<TimePoint> last_cycle_at_;  // guarded by mu_
+  Millis ha_ttl_{30000};                    // guarded by mu_
+  Millis ha_loop_wait_{10000};              // guarded by mu_
 };
 
 // The cluster's `config` key contents built from bootstrap.dcs.

@@ -412,10 +412,12 @@ void Loader::ParseEtcd(const YAML::Node& v, const std::string& path, const std::
               if (cfg_.etcd.protocol != "http" && !bad_keys_.count(p)) {
                 Bad(w, p, "only 'http' is supported, got '" + cfg_.etcd.protocol + "'");
               }
-            } else if (key == "username") {
-              ReadString(value, p, w, &cfg_.etcd.username);
-            } else if (key == "password") {
-              ReadString(value, p, w, &cfg_.etcd.password);
+            } else if (key == "username" || key == "password") {
+              // Refused rather than ignored: a cluster that needs etcd auth
+              // would otherwise fail later with a less clear error.
+              std::string ignored;
+              ReadString(value, p, w, &ignored);
+              if (!ignored.empty()) Bad(w, p, "etcd authentication is not supported yet");
             } else {
               return false;
             }

@@ -43,9 +43,7 @@ struct RestApiConfig {
 // `etcd3:` (also accepted under `etcd:`)
 struct EtcdConfig {
   std::vector<HostPort> hosts;    // `hosts` (list or comma-separated) or `host`
-  std::string protocol = "http";  // only http is supported for now
-  std::string username;           // etcd auth (optional)
-  std::string password;
+  std::string protocol = "http";  // only http is supported for now (no TLS, no auth yet)
 };
 
 // `bootstrap.dcs:` — the dynamic configuration, stored in etcd's `config` key.

@@ -490,12 +490,14 @@ TEST_F(ConfigTest, InitdbOptions) {
 }
 
 TEST_F(ConfigTest, EtcdSectionSpellings) {
-  std::string yaml = Replaced(kMinimal, "etcd3:\n  hosts: 127.0.0.1:2379",
-                              "etcd:\n  host: 10.0.0.1:2379\n  username: root\n  password: secret");
+  std::string yaml =
+      Replaced(kMinimal, "etcd3:\n  hosts: 127.0.0.1:2379", "etcd:\n  host: 10.0.0.1:2379");
   Config c = Load(yaml);
   EXPECT_THAT(c.etcd.hosts, ElementsAre(HostPort{"10.0.0.1", 2379}));
-  EXPECT_EQ(c.etcd.username, "root");
-  EXPECT_EQ(c.etcd.password, "secret");
+  // etcd authentication is refused, not silently ignored.
+  EXPECT_THAT(ErrorOf(Replaced(kMinimal, "etcd3:\n  hosts: 127.0.0.1:2379",
+                               "etcd3:\n  hosts: 127.0.0.1:2379\n  username: root")),
+              HasSubstr("etcd3.username: etcd authentication is not supported yet"));
 
   yaml = kMinimal;
   yaml.replace(yaml.find("  hosts: 127.0.0.1:2379"), 23,

@@ -9,9 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -328,7 +329,17 @@ NodeInfo LocalClusterGuard::Node(const std::string& name) const {
   n.pg_conninfo = pg::SuperuserConninfo(cfg.postgresql.listen.host, cfg.postgresql.listen.port,
                                         cfg.postgresql.superuser);
   n.rest = cfg.restapi.listen.ToString();
+  n.superuser = cfg.postgresql.superuser;
   return n;
+}
+
+std::vector<std::string> PrimariesAmong(const std::vector<NodeInfo>& nodes) {
+  std::vector<std::string> out;
+  for (const auto& n : nodes) {
+    auto v = QueryValue(n.pg_conninfo, "SELECT pg_is_in_recovery()");
+    if (v.ok() && *v == "f") out.push_back(n.name);
+  }
+  return out;
 }
 
 std::vector<NodeInfo> LocalClusterGuard::AllNodes() const {
@@ -341,10 +352,16 @@ pid_t LocalClusterGuard::AgentPid(const std::string& name) const {
   return ReadPidFile(dir_ + "/" + name + "/agent.pid");
 }
 
-std::string LocalClusterGuard::Leader() {
+nlohmann::json LocalClusterGuard::StatusJson() {
   CommandResult r = RunPgwarden({"status", "--dir", dir_, "--json"}, 30s);
-  if (r.exit_code != 0) return "";
+  if (r.exit_code != 0) return nullptr;
   auto j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return nullptr;
+  return j;
+}
+
+std::string LocalClusterGuard::Leader() {
+  nlohmann::json j = StatusJson();
   if (!j.is_object() || !j.contains("members") || !j["members"].is_array()) return "";
   for (const auto& m : j["members"]) {
     if (m.value("role", "") == "leader") return m.value("name", "");

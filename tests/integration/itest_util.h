@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/process.h"
 #include "common/status.h"
 #include "config/config.h"
@@ -152,7 +154,11 @@ struct NodeInfo {
   std::string pg_conninfo;  // superuser over TCP
   std::string rest;         // "127.0.0.1:<port>"
   uint16_t pg_port = 0;
+  config::RoleAuth superuser;
 };
+
+// Names of the nodes whose PostgreSQL answers pg_is_in_recovery() = false.
+std::vector<std::string> PrimariesAmong(const std::vector<NodeInfo>& nodes);
 
 // Runs `pgwarden up --dir D ...` on demand; the destructor runs `pgwarden down
 // --dir D` and then SIGKILLs any process still alive whose PID is in
@@ -182,6 +188,8 @@ class LocalClusterGuard {
   std::vector<NodeInfo> AllNodes() const;
   // The PID in D/<name>/agent.pid, or -1.
   pid_t AgentPid(const std::string& name) const;
+  // `status --json` parsed; a null json when it failed.
+  nlohmann::json StatusJson();
   // The leader's name from `status --json`, or "".
   std::string Leader();
   // The last lines of every agent.log and postgresql.log, for failure messages.
