@@ -1,6 +1,7 @@
 // The HA loop: observe local PostgreSQL and the cluster, decide, act; publish what it sees.
 #include "agent/agent.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "common/log.h"
@@ -150,6 +151,13 @@ Agent::CycleResult Agent::RunCycle() {
   // new setting shows in pg_stat_replication.
   CycleResult r;
   r.next_in = changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
+  if (!obs.dcs_ok && leader_renewed_at_) {
+    // A leader cut off from etcd must look again no later than its fencing
+    // deadline (safety rule 2), not a whole loop_wait later.
+    auto deadline = *leader_renewed_at_ + ha_.ttl - ha_.retry_timeout;
+    auto until = std::chrono::duration_cast<Millis>(deadline - clock_.Now());
+    r.next_in = std::clamp<Millis>(until, Millis(100), r.next_in);
+  }
   r.revision = obs.dcs_ok ? obs.cluster.revision : 0;
   r.decision = std::move(decision);
   return r;
@@ -218,15 +226,16 @@ void Agent::ApplyDynamicConfig(const dcs::ClusterView& view) {
 
 ha::Observation Agent::Observe() {
   ha::Observation obs;
-  obs.now = clock_.Now();
   obs.in_progress = in_progress_;
   obs.leader_renewed_at = leader_renewed_at_;
 
   auto view = dcs_->Load();
+  // The time the decision is about is after the (possibly slow) etcd answer.
+  obs.now = clock_.Now();
   if (view.ok()) {
     obs.dcs_ok = true;
     obs.cluster = std::move(*view);
-    ApplyDynamicConfig(obs.cluster);
+    if (in_progress_ == ha::LongAction::kNone) ApplyDynamicConfig(obs.cluster);
     for (const auto& [name, m] : obs.cluster.members) member_last_seen_[name] = obs.now;
     obs.leader_slots = StatusSlotNames(obs.cluster, "slots");
     obs.member_slots = StatusSlotNames(obs.cluster, "retain_slots");
@@ -450,41 +459,53 @@ void Agent::FinishLongAction() {
   if (in_progress_ == ha::LongAction::kNone || !long_action_.valid()) return;
   if (long_action_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
   Status st = long_action_.get();
-  const char* what = in_progress_ == ha::LongAction::kBootstrap ? "bootstrap" : "replica creation";
-  if (st.ok())
-    LOG_INFO(kComponent, what << " finished");
-  else
-    LOG_ERROR(kComponent, what << " failed: " << st.message());
+  ha::LongAction kind = in_progress_;
   in_progress_ = ha::LongAction::kNone;
+  if (kind == ha::LongAction::kBootstrap) {
+    if (st.ok()) st = FinishBootstrap();
+    if (!st.ok()) {
+      // Give the initialize race back, with an empty data directory, so that
+      // this member (or another) starts over instead of claiming half-made data.
+      LOG_ERROR(kComponent, "bootstrap failed: " << st.message());
+      (void)pg_->Stop(pg::StopMode::kImmediate);
+      if (leader_renewed_at_) (void)dcs_->ReleaseLeader(cfg_.name);
+      leader_renewed_at_.reset();
+      Status cleared = pg_->ClearDataDir();
+      if (!cleared.ok())
+        LOG_ERROR(kComponent, "cannot empty the data directory: " << cleared.message());
+      (void)dcs_->CancelInitialize("");
+      return;
+    }
+    return;
+  }
+  if (st.ok())
+    LOG_INFO(kComponent, "replica creation finished");
+  else
+    LOG_ERROR(kComponent, "replica creation failed: " << st.message());
 }
 
+// Runs on the long-action thread: PostgreSQL work only (the loop thread owns the Dcs).
 Status Agent::Bootstrap() {
-  // Whatever fails, give the initialize race back so another member (or a
-  // retry of ours) can bootstrap from scratch.
-  auto fail = [this](Status st) {
-    (void)pg_->Stop(pg::StopMode::kImmediate);
-    (void)dcs_->ReleaseLeader(cfg_.name);
-    (void)dcs_->CancelInitialize("");
-    leader_renewed_at_.reset();
-    return st;
-  };
-  Status st = pg_->Initdb();
-  if (!st.ok()) return fail(st);
-  st = pg_->Start();
-  if (!st.ok()) return fail(st);
-  st = pg_->CreateRoles();
-  if (!st.ok()) return fail(st);
-  auto sysid = pg::ReadSystemIdentifier(cfg_.postgresql.data_dir);
-  if (!sysid.ok()) return fail(sysid.status());
+  PGW_RETURN_IF_ERROR(pg_->Initdb());
+  PGW_RETURN_IF_ERROR(pg_->Start());
+  return pg_->CreateRoles();
+}
+
+// Runs on the loop thread once PostgreSQL is up: the cluster's keys.
+Status Agent::FinishBootstrap() {
+  pg::DataDirInfo dir = pg_->InspectDataDir();
+  if (dir.kind != pg::DataDirKind::kInitialized) {
+    return Fatal("the new data directory cannot be read: " + dir.problem);
+  }
   auto won = dcs_->AcquireLeader(cfg_.name);
-  if (!won.ok()) return fail(won.status());
-  if (!*won) return fail(Conflict("the leader key was taken during bootstrap"));
+  if (!won.ok()) return won.status();
+  if (!*won) return Conflict("the leader key was taken during bootstrap");
   leader_renewed_at_ = clock_.Now();
   auto cfg = dcs_->InitializeConfig(DynamicConfigJson(cfg_.bootstrap.dcs));
-  if (!cfg.ok()) return fail(cfg.status());
-  st = dcs_->UpdateInitialize("", *sysid);
-  if (!st.ok()) return fail(st);
-  LOG_INFO(kComponent, "initialized a new cluster with system identifier " << *sysid);
+  if (!cfg.ok()) return cfg.status();
+  PGW_RETURN_IF_ERROR(dcs_->UpdateInitialize("", dir.system_identifier));
+  LOG_INFO(kComponent,
+           "initialized a new cluster with system identifier " << dir.system_identifier);
   return Status::Ok();
 }
 

@@ -65,6 +65,7 @@ class Agent {
   void FinishLongAction();
   void StartLongAction(ha::LongAction kind, std::function<Status()> body);
   Status Bootstrap();
+  Status FinishBootstrap();
   Status CreateReplica(const pg::StandbyTarget& from);
   std::optional<pg::StandbyTarget> TargetFor(const std::string& member,
                                              const dcs::ClusterView& view) const;

@@ -10,5 +10,6 @@ int UpCommand(int argc, char** argv, int first);
 int DownCommand(int argc, char** argv, int first);
 int StatusCommand(int argc, char** argv, int first);
 int DsnCommand(int argc, char** argv, int first);
+int ProxyCommand(int argc, char** argv, int first);
 
 }  // namespace pgwarden::cli

@@ -112,9 +112,13 @@ int NodeCommand(int argc, char** argv, int first) {
   for (const auto& e : endpoints) endpoint_list += (endpoint_list.empty() ? "" : ", ") + e;
   LOG_INFO("node", "etcd endpoints: " << endpoint_list << "; key prefix " << cfg.KeyPrefix());
 
-  auto dcs = std::make_unique<dcs::EtcdDcs>(
-      endpoints, cfg.KeyPrefix(), cfg.bootstrap.dcs.ttl,
-      std::chrono::milliseconds(std::min(cfg.bootstrap.dcs.retry_timeout, 5) * 1000));
+  // Every endpoint may take the request timeout: all of them together stay
+  // within half the retry timeout, so a leader cut off from etcd learns it in
+  // time to fence itself before its lease expires.
+  auto request_timeout = std::chrono::milliseconds(std::max<int64_t>(
+      500, cfg.bootstrap.dcs.retry_timeout * 1000 / (2 * static_cast<int64_t>(endpoints.size()))));
+  auto dcs = std::make_unique<dcs::EtcdDcs>(endpoints, cfg.KeyPrefix(), cfg.bootstrap.dcs.ttl,
+                                            request_timeout);
   auto pg = pg::MakePgController(SettingsFrom(cfg));
   SteadyClock clock;
   agent::Agent agent(cfg, std::move(dcs), std::move(pg), clock);

@@ -797,7 +797,7 @@ void Loader::ValidateAndDefault() {
       AddProblem(h.where, h.key, error);
     }
   }
-  if (etcd_hosts_.empty() && !bad_keys_.count(etcd_key)) {
+  if (etcd_hosts_.empty() && !bad_keys_.count(etcd_key) && use_ != ConfigUse::kProxy) {
     AddProblem(source_, etcd_key, "is required (the etcd endpoints, e.g. 127.0.0.1:2379)");
   }
 

@@ -121,6 +121,7 @@ struct Config {
 enum class ConfigUse {
   kNode,    // pgwarden node: everything
   kClient,  // status / dsn / down: scope and etcd3 suffice
+  kProxy,   // pgwarden proxy: scope and the proxy section (etcd3 optional)
 };
 
 // Loads and validates a YAML file, then applies PGWARDEN_* / PATRONI_*

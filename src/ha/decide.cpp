@@ -258,7 +258,19 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
     return Say("etcd unreachable (" + obs.dcs_error + "); keeping the current role");
   }
 
-  // 4. No cluster yet: race for `initialize`.
+  // 4. No cluster yet: race for `initialize`. With a leader but no key (it was
+  //    deleted), the cluster exists: only the leader writes it back.
+  if (!cluster.initialize && cluster.HasLeader()) {
+    if (cluster.leader->name == cfg.name && local.data_dir == DataDir::kInitialized) {
+      return Say(
+          "the initialize key is missing: restoring it with this leader's system "
+          "identifier " +
+              local.system_identifier,
+          {Do(ActionType::kRaceInitialize)});
+    }
+    return Say("the initialize key is missing: waiting for leader " + cluster.leader->name +
+               " to restore it");
+  }
   if (!cluster.initialize) {
     if (local.data_dir == DataDir::kEmpty) {
       return Say("no cluster yet: racing to initialize it", {Do(ActionType::kRaceInitialize)});

@@ -892,5 +892,57 @@ TEST(DecidePropertyTest, SyncKeyNeverNamesANonSynchronousStandby) {
   EXPECT_EQ(checked, 5 * 5 * 5 * 4 * 2);
 }
 
+// --- Regressions ------------------------------------------------------------------
+
+// Broke: with `initialize` = "" (another member's initdb still running) and an
+// initialized local data directory but no leader key, decide() took the leader key and
+// started a primary next to the bootstrap. It must wait for the bootstrap to finish.
+TEST(DecideRegressionTest, InitializedDataDirWaitsWhileAnotherMembersBootstrapRuns) {
+  struct Variant {
+    const char* name;
+    Observation obs;
+  };
+  const std::vector<Variant> variants = {
+      {"stopped, was primary", Obs().Initialize("").Member("node2")},
+      {"stopped, standby.signal", Obs().Initialize("").Member("node2").StandbySignal()},
+      {"stopped, foreign data", Obs().Initialize("").Member("node2").Sysid(kOtherSysid)},
+      {"stopped, renewed before", Obs().Initialize("").Member("node2").RenewedAt(kNow)},
+  };
+  for (const auto& v : variants) {
+    SCOPED_TRACE(v.name);
+    Decision d = Decide(v.obs, Config());
+    EXPECT_THAT(d.actions, ::testing::IsEmpty()) << d.reason;
+    EXPECT_THAT(d.reason, HasSubstr("waiting for the cluster's bootstrap to finish"));
+    for (const Action& a : d.actions) {
+      EXPECT_NE(a.type, ActionType::kAcquireLeader);
+      EXPECT_NE(a.type, ActionType::kStartPrimary);
+    }
+  }
+}
+
+// Broke: etcd unreachable and PostgreSQL running as primary (not in recovery) while this
+// member holds no lease (leader_renewed_at == nullopt, e.g. after a restart of the agent):
+// decide() kept it running and taking writes without a lease. Safety rule 1: stop it.
+TEST(DecideRegressionTest, EtcdDownPrimaryWithoutLeaseIsStopped) {
+  for (const HaConfig& cfg : {Config(), SyncConfig(), NoSlotsConfig()}) {
+    for (const char* leader : {"", "node1", "node2"}) {
+      SCOPED_TRACE(std::string("leader key before the outage: ") + leader);
+      Obs b;
+      b.Member("node2").Primary().DcsDown("etcd: connection refused");
+      if (*leader) b.Leader(leader);
+      Observation obs = b;
+      ASSERT_FALSE(obs.leader_renewed_at.has_value());
+      Decision d = Decide(obs, cfg);
+      EXPECT_THAT(d.actions, ::testing::ElementsAre(kStop));
+      EXPECT_THAT(d.reason, HasSubstr("holds no leader lease"));
+      EXPECT_THAT(d.reason, HasSubstr("etcd: connection refused"));
+    }
+  }
+  // A standby in the same situation keeps its role.
+  Decision standby = Decide(Obs().Replica("node2").DcsDown(), Config());
+  EXPECT_THAT(standby.actions, ::testing::IsEmpty());
+  EXPECT_THAT(standby.reason, HasSubstr("keeping the current role"));
+}
+
 }  // namespace
 }  // namespace pgwarden::ha

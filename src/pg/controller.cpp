@@ -213,7 +213,7 @@ class PgControllerImpl final : public PgController {
     if (!r.ok()) return r.status();
     if (!r->ok()) {
       // Leave an empty directory so the next attempt starts clean.
-      ClearDataDir();
+      (void)ClearDataDir();
       return PgUnavailable("pg_basebackup failed: " + r->Describe());
     }
     return Status::Ok();
@@ -515,9 +515,14 @@ SELECT pg_is_in_recovery(),
     return Status::Ok();
   }
 
-  void ClearDataDir() {
+  Status ClearDataDir() override {
+    if (IsRunning()) return InvalidArgument("PostgreSQL is running in " + s_.data_dir);
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(s_.data_dir, ec)) fs::remove_all(e.path(), ec);
+    for (const auto& e : fs::directory_iterator(s_.data_dir, ec)) {
+      fs::remove_all(e.path(), ec);
+      if (ec) return IoError("cannot remove " + e.path().string() + ": " + ec.message());
+    }
+    return Status::Ok();
   }
 
   // A postmaster left running by an earlier agent process: take it over.

@@ -113,6 +113,9 @@ class PgController {
   virtual Status Initdb() = 0;
   // After the first start of a fresh cluster: passwords and the replication role.
   virtual Status CreateRoles() = 0;
+  // Removes everything in data_dir (a failed bootstrap's leftovers).
+  // REQUIRES: PostgreSQL is stopped.
+  virtual Status ClearDataDir() = 0;
   // pg_basebackup -X stream from `from` into an empty data_dir.
   virtual Status BaseBackup(const StandbyTarget& from) = 0;
   // Writes postgresql.conf and pg_hba.conf; standby.signal when `follow` is set.

@@ -30,7 +30,8 @@ ScramSecret MakeScramSecret(std::string_view password, std::string salt = {},
 std::string FormatScramSecret(const ScramSecret& s);
 
 // Server side of SCRAM-SHA-256 (RFC 5802/7677, no channel binding): the proxy
-// authenticating a client against a secret. One instance per exchange.
+// authenticating a client against a secret. One instance per exchange, owned
+// by the session doing it; not thread-safe (one thread at a time).
 class ScramServer {
  public:
   explicit ScramServer(ScramSecret secret);
@@ -44,7 +45,21 @@ class ScramServer {
   // lets the proxy log in to a server holding the same secret (pass-through).
   const std::string& client_key() const { return client_key_; }
 
+  // Test hook: use `server_nonce` instead of 18 random bytes (base64) as the
+  // server's part of the nonce, for known-answer tests (RFC 7677).
+  void SetNonceForTesting(std::string server_nonce);
+
  private:
+  // Where the exchange stands; a failed step ends it for good.
+  enum class State {
+    kExpectClientFirst,  // nothing received yet
+    kExpectClientFinal,  // server-first-message sent
+    kDone,               // proof verified, server-final-message sent
+    kFailed,             // a step failed or came out of order
+  };
+  State state_ = State::kExpectClientFirst;
+  std::string test_server_nonce_;
+  std::string gs2_header_;  // "n,," or "y,,", must come back in c=
   ScramSecret secret_;
   std::string client_first_bare_;
   std::string server_first_;
@@ -55,19 +70,33 @@ class ScramServer {
 // Client side of SCRAM-SHA-256: the proxy logging in to a PostgreSQL server,
 // with either a plain password or a ClientKey (+ the secret's StoredKey is not
 // needed: the server sends salt and iterations; with a ClientKey the salt and
-// iterations must match the secret it came from).
+// iterations must match the secret it came from). One instance per exchange,
+// owned by the server connection doing it; not thread-safe.
 class ScramClient {
  public:
+  // Passwords are used as PostgreSQL's SASLprep would for ASCII (unchanged);
+  // non-ASCII passwords are used as their raw UTF-8 bytes (what PostgreSQL does
+  // when SASLprep fails, but not what it does for a valid UTF-8 password that
+  // NFKC/RFC 4013 mapping changes). The same holds for MakeScramSecret.
   static ScramClient WithPassword(std::string password);
   static ScramClient WithClientKey(std::string client_key, std::string server_key);
   // The client-first-message ("n,,n=,r=<nonce>").
   std::string ClientFirst();
-  // server-first-message → client-final-message.
+  // server-first-message → client-final-message. With a password this runs
+  // PBKDF2 with the server's iteration count (milliseconds at 4096) on the
+  // calling thread; with a ClientKey it is a few HMACs.
   Result<std::string> HandleServerFirst(std::string_view server_first);
   // Verifies the server-final-message (server signature).
   Status HandleServerFinal(std::string_view server_final);
 
+  // Test hook: use `nonce` instead of 18 random bytes (base64) as the client
+  // nonce, and send `user` in "n=" (normally empty, as libpq), for
+  // known-answer tests (RFC 7677). Call before ClientFirst().
+  void SetNonceForTesting(std::string nonce, std::string user = {});
+
  private:
+  bool use_client_key_ = false;  // WithClientKey: no password, no PBKDF2
+  std::string test_user_;
   std::string password_;
   std::string client_key_;
   std::string server_key_;

@@ -1,4 +1,4 @@
-// PostgreSQL protocol v3 framing: message boundaries in a byte stream, and builders for messages we originate.
+// PostgreSQL protocol v3 framing: message boundaries in a byte stream, builders for our messages.
 #pragma once
 
 #include <cstdint>
@@ -12,10 +12,10 @@
 namespace pgwarden::pgwire {
 
 // Protocol constants.
-inline constexpr int32_t kProtocolVersion3 = 196608;    // 3.0
-inline constexpr int32_t kSslRequestCode = 80877103;    // SSLRequest
-inline constexpr int32_t kGssEncRequestCode = 80877104; // GSSENCRequest
-inline constexpr int32_t kCancelRequestCode = 80877102; // CancelRequest
+inline constexpr int32_t kProtocolVersion3 = 196608;     // 3.0
+inline constexpr int32_t kSslRequestCode = 80877103;     // SSLRequest
+inline constexpr int32_t kGssEncRequestCode = 80877104;  // GSSENCRequest
+inline constexpr int32_t kCancelRequestCode = 80877102;  // CancelRequest
 
 // Result of looking at the front of a buffer.
 enum class DecodeStatus {
@@ -42,10 +42,10 @@ DecodeStatus DecodeHeader(std::string_view buf, uint32_t max_length, Header* out
 // A startup-phase packet (untyped: int32 length + int32 code + payload).
 struct StartupPacket {
   enum class Kind {
-    kStartup,      // protocol 3.0 startup with parameters
-    kSslRequest,   // SSLRequest
-    kGssEncRequest,// GSSENCRequest
-    kCancel,       // CancelRequest with pid and key
+    kStartup,        // protocol 3.0 startup with parameters
+    kSslRequest,     // SSLRequest
+    kGssEncRequest,  // GSSENCRequest
+    kCancel,         // CancelRequest with pid and key
   };
   Kind kind = Kind::kStartup;
   int32_t protocol = 0;
@@ -121,8 +121,7 @@ void AppendCancelRequest(std::string& out, int32_t pid, int32_t key);
 void AppendQuery(std::string& out, std::string_view sql);
 void AppendTerminate(std::string& out);
 void AppendPasswordMessage(std::string& out, std::string_view password);  // 'p' + cstring
-void AppendSaslInitialResponse(std::string& out, std::string_view mechanism,
-                               std::string_view data);
+void AppendSaslInitialResponse(std::string& out, std::string_view mechanism, std::string_view data);
 void AppendSaslResponse(std::string& out, std::string_view data);
 // Parse 'P' (name, query, parameter type oids) and Close 'C' of a statement.
 void AppendParse(std::string& out, std::string_view name, std::string_view query,

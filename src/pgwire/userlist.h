@@ -22,9 +22,12 @@ struct UserCredential {
 
 // Parses the file's text: one `"user" "value"` per line, double quotes
 // inside values doubled (""), blank lines and lines starting with ';' or '#'
-// ignored. InvalidArgument naming the line for anything else.
+// ignored. Text after the second field is ignored, as PgBouncer does. A
+// value starting with "SCRAM-SHA-256$" that does not parse is an error (a
+// mangled secret, not a password). A later line for a user replaces an
+// earlier one. InvalidArgument "<source>:<line>: ..." for anything else.
 Result<std::map<std::string, UserCredential>> ParseUserList(const std::string& text,
-                                                           const std::string& source_name);
+                                                            const std::string& source_name);
 Result<std::map<std::string, UserCredential>> LoadUserListFile(const std::string& path);
 
 // Classifies a stored value (from the file or from pg_shadow.passwd).

@@ -1,4 +1,4 @@
-// A 3-node `pgwarden up`: one primary led by the leader, two streaming replicas with slots, dsn, status.
+// 3-node `pgwarden up`: one primary (the leader), two streaming replicas with slots, dsn, status.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -191,9 +191,9 @@ TEST_F(BootstrapTest, StatusJsonHasMembersWithReplicationColumns) {
   std::string leader;
   for (const auto& m : j["members"]) {
     SCOPED_TRACE(m.dump());
-    for (const char* key : {"name", "role", "state", "timeline", "sent_lsn", "write_lsn",
-                            "flush_lsn", "replay_lsn", "replay_lag", "sync_state",
-                            "slot_retained_bytes"}) {
+    for (const char* key :
+         {"name", "role", "state", "timeline", "sent_lsn", "write_lsn", "flush_lsn", "replay_lsn",
+          "replay_lag", "sync_state", "slot_retained_bytes"}) {
       EXPECT_TRUE(m.contains(key)) << key;
     }
     EXPECT_TRUE(m["timeline"].is_number_integer());

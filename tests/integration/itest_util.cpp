@@ -97,8 +97,7 @@ CommandResult Run(const std::vector<std::string>& argv, std::chrono::millisecond
     return res;
   }
   close(fd);
-  std::vector<std::string> wrapped = {"/bin/sh", "-c", "exec \"$@\" 2>\"$PGW_ITEST_STDERR\"",
-                                      "sh"};
+  std::vector<std::string> wrapped = {"/bin/sh", "-c", "exec \"$@\" 2>\"$PGW_ITEST_STDERR\"", "sh"};
   wrapped.insert(wrapped.end(), argv.begin(), argv.end());
   ProcessOptions o = opts;
   o.env.push_back(std::string("PGW_ITEST_STDERR=") + err_tmpl);
@@ -125,8 +124,7 @@ ProcessResult RunCombined(const std::vector<std::string>& argv, std::chrono::mil
   return failed;
 }
 
-CommandResult RunPgwarden(const std::vector<std::string>& args,
-                          std::chrono::milliseconds timeout) {
+CommandResult RunPgwarden(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = {PgwardenBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return Run(argv, timeout);
@@ -249,12 +247,12 @@ Status EtcdServer::Start(const std::string& dir) {
   fs::permissions(dir + "/data", fs::perms::owner_all, ec);
   std::string client = "127.0.0.1:" + std::to_string(FreePort());
   std::string peer = "http://127.0.0.1:" + std::to_string(FreePort());
-  Status st = process_.Start({"/usr/bin/etcd", "--name", "itest", "--data-dir", dir + "/data",
-                              "--listen-client-urls", "http://" + client,
-                              "--advertise-client-urls", "http://" + client, "--listen-peer-urls",
-                              peer, "--initial-advertise-peer-urls", peer, "--initial-cluster",
-                              "itest=" + peer, "--log-level", "warn"},
-                             dir + "/etcd.log");
+  Status st = process_.Start(
+      {"/usr/bin/etcd", "--name", "itest", "--data-dir", dir + "/data", "--listen-client-urls",
+       "http://" + client, "--advertise-client-urls", "http://" + client, "--listen-peer-urls",
+       peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "itest=" + peer,
+       "--log-level", "warn"},
+      dir + "/etcd.log");
   if (!st.ok()) return st;
   endpoint_ = client;
   bool up = WaitFor(

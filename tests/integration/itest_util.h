@@ -66,8 +66,7 @@ CommandResult Run(const std::vector<std::string>& argv, std::chrono::millisecond
 
 // Runs argv[0] with stdout+stderr combined (RunProcess as is); any os_user.
 ProcessResult RunCombined(const std::vector<std::string>& argv,
-                          std::chrono::milliseconds timeout = 60s,
-                          const ProcessOptions& opts = {});
+                          std::chrono::milliseconds timeout = 60s, const ProcessOptions& opts = {});
 
 // Runs `pgwarden args...`.
 CommandResult RunPgwarden(const std::vector<std::string>& args,

@@ -1,4 +1,4 @@
-// `pgwarden down` then `up` on the same directory keeps identity, leader and data; `up` twice is harmless.
+// `down` then `up` on one directory keeps identity, leader and data; `up` twice restarts nothing.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

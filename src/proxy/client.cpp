@@ -1,0 +1,1220 @@
+// Client sessions: startup, authentication, and message forwarding with transaction pooling.
+#include "proxy/client.h"
+
+#include <arpa/inet.h>
+#include <openssl/rand.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/log.h"
+#include "proxy/admin.h"
+
+namespace pgwarden::proxy {
+namespace asio = boost::asio;
+namespace {
+
+constexpr const char* kLog = "client";
+constexpr size_t kReadChunk = 64 * 1024;
+// Parameters a client sets at startup that we keep and re-apply on every
+// server it gets (the reportable ones are also tracked when it SETs them).
+bool IsSessionParameter(const std::string& name) {
+  return name != "user" && name != "database" && name != "replication" && name != "options" &&
+         name.rfind("_pq_.", 0) != 0;
+}
+
+std::string QuoteLiteral(std::string_view v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+std::string QuoteIdent(std::string_view v) {
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// A stable proxy-wide name for a statement: FNV-1a 64 over the Parse body
+// after the name (query text and parameter types).
+std::string StatementName(std::string_view tail) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : tail) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "pgw_%016llx_%zx", static_cast<unsigned long long>(h),
+                tail.size());
+  return buf;
+}
+
+bool ValidFrontendType(char t) {
+  switch (t) {
+    case 'B':
+    case 'C':
+    case 'c':
+    case 'd':
+    case 'D':
+    case 'E':
+    case 'f':
+    case 'F':
+    case 'H':
+    case 'P':
+    case 'p':
+    case 'Q':
+    case 'S':
+    case 'X':
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t Micros(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+}  // namespace
+
+const char* ClientStateName(ClientState s) {
+  switch (s) {
+    case ClientState::kStartup:
+      return "login";
+    case ClientState::kLookup:
+      return "login";
+    case ClientState::kAuth:
+      return "login";
+    case ClientState::kWelcome:
+      return "login";
+    case ClientState::kIdle:
+      return "idle";
+    case ClientState::kWaiting:
+      return "waiting";
+    case ClientState::kActive:
+      return "active";
+    case ClientState::kClosing:
+      return "closing";
+    case ClientState::kClosed:
+      return "closed";
+  }
+  return "?";
+}
+
+ClientSession::ClientSession(Worker& worker, asio::ip::tcp::socket socket)
+    : worker_(worker), proxy_(worker.proxy()), sock_(std::move(socket)) {}
+
+ClientSession::~ClientSession() {
+  if (info_) proxy_.UnregisterClient(info_->id);
+}
+
+void ClientSession::Start() {
+  info_ = proxy_.RegisterClient(weak_from_this());
+  boost::system::error_code ec;
+  auto ep = sock_.remote_endpoint(ec);
+  {
+    std::lock_guard lock(info_->mu);
+    if (!ec) {
+      info_->addr = ep.address().to_string();
+      info_->port = ep.port();
+    }
+    info_->state = "login";
+    info_->connect_time = std::chrono::steady_clock::now();
+    info_->request_time = info_->connect_time;
+  }
+  sock_.non_blocking(true, ec);
+  sock_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (proxy_.client_count() > proxy_.config().max_client_conn) {
+    FailFatal("53300", "no more connections allowed (max_client_conn)");
+    return;
+  }
+  login_timer_ = std::make_unique<asio::steady_timer>(worker_.ioc());
+  login_timer_->expires_after(proxy_.config().client_login_timeout);
+  login_timer_->async_wait([self = shared_from_this()](boost::system::error_code e) {
+    if (e || self->state_ >= ClientState::kIdle) return;
+    self->FailFatal("08P01", "authentication timeout: the client did not log in in time");
+  });
+  WaitClientReadable();
+}
+
+void ClientSession::SetState(ClientState s) {
+  if (state_ == s) return;
+  state_ = s;
+  if (s >= ClientState::kIdle && login_timer_) {
+    login_timer_->cancel();
+    login_timer_.reset();
+  }
+  std::lock_guard lock(info_->mu);
+  info_->state = ClientStateName(s);
+  if (s == ClientState::kWaiting || s == ClientState::kActive) {
+    info_->request_time = std::chrono::steady_clock::now();
+  }
+}
+
+// ---------------------------------------------------------------- I/O
+
+void ClientSession::WaitClientReadable() {
+  if (client_wait_ || state_ == ClientState::kClosed || client_eof_) return;
+  client_wait_ = true;
+  sock_.async_wait(asio::socket_base::wait_read,
+                   [self = shared_from_this()](boost::system::error_code ec) {
+                     self->client_wait_ = false;
+                     if (ec || self->state_ == ClientState::kClosed) return;
+                     self->OnClientReadable();
+                   });
+}
+
+void ClientSession::WaitServerReadable() {
+  if (server_wait_ || !server_ || state_ == ClientState::kClosed) return;
+  server_wait_ = true;
+  server_->socket->async_wait(asio::socket_base::wait_read,
+                              [self = shared_from_this()](boost::system::error_code ec) {
+                                self->server_wait_ = false;
+                                if (ec || !self->server_) return;
+                                self->OnServerReadable();
+                              });
+}
+
+void ClientSession::OnClientReadable() {
+  std::string& buf = worker_.scratch();
+  buf.resize(kReadChunk);
+  ssize_t n = ::recv(sock_.native_handle(), buf.data(), buf.size(), 0);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    client_eof_ = true;
+    Close(n == 0 ? "client closed the connection" : "client read error");
+    return;
+  }
+  if (n < 0) {
+    WaitClientReadable();
+    return;
+  }
+  if (pool_)
+    pool_->stats().bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  std::string_view data(buf.data(), static_cast<size_t>(n));
+  if (state_ < ClientState::kIdle) {
+    if (state_ == ClientState::kStartup)
+      HandleStartupBytes(data);
+    else {
+      in_.append(data);
+      if (state_ == ClientState::kAuth) HandleStartupBytes({});
+    }
+  } else {
+    HandleClientData(data);
+  }
+  if (state_ == ClientState::kClosed) return;
+  FlushClient();
+  FlushServer();
+  // Read on only while what we read could be passed on.
+  bool blocked = !srv_out_.empty() || state_ == ClientState::kWaiting ||
+                 state_ == ClientState::kLookup || state_ == ClientState::kWelcome ||
+                 state_ == ClientState::kClosing || (!out_.empty() && !server_);
+  if (!blocked) WaitClientReadable();
+}
+
+void ClientSession::OnServerReadable() {
+  std::string& buf = worker_.scratch();
+  buf.resize(kReadChunk);
+  ssize_t n = ::recv(server_->fd, buf.data(), buf.size(), 0);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << " lost");
+    server_->broken = true;
+    bool mid_request = !pending_.empty();
+    ReleaseServer(true);
+    if (mid_request && state_ != ClientState::kClosing) {
+      pgwire::AppendErrorResponse(out_, "FATAL", "08006",
+                                  "server connection lost while running the request");
+      FlushClient();
+      Close("server connection lost");
+    } else if (state_ == ClientState::kClosing) {
+      FinishClose();
+    }
+    return;
+  }
+  if (n > 0) ProcessServerBytes(std::string_view(buf.data(), static_cast<size_t>(n)));
+  if (state_ == ClientState::kClosed) return;
+  FlushClient();
+  if (release_ready_) {
+    release_ready_ = false;
+    ReleaseServer(false);
+    if (state_ == ClientState::kClosing) {
+      FinishClose();
+      return;
+    }
+    // The client may have sent the next request meanwhile.
+    if (!in_.empty()) {
+      std::string pending_in = std::move(in_);
+      in_.clear();
+      HandleClientData(pending_in);
+      FlushServer();
+    }
+    WaitClientReadable();
+    return;
+  }
+  if (out_.empty()) WaitServerReadable();
+  // Output to the client drained? Then the client may send again.
+  if (srv_out_.empty() && state_ == ClientState::kActive) WaitClientReadable();
+}
+
+void ClientSession::FlushClient() {
+  if (out_.empty() || state_ == ClientState::kClosed) return;
+  ssize_t n = ::send(sock_.native_handle(), out_.data(), out_.size(), MSG_NOSIGNAL);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    out_.clear();
+    client_eof_ = true;
+    Close("client write error");
+    return;
+  }
+  if (n > 0) {
+    if (pool_)
+      pool_->stats().bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    out_.erase(0, static_cast<size_t>(n));
+  }
+  if (out_.empty()) {
+    out_.shrink_to_fit();  // idle clients hold no buffer
+    return;
+  }
+  if (client_write_wait_) return;
+  client_write_wait_ = true;
+  sock_.async_wait(asio::socket_base::wait_write,
+                   [self = shared_from_this()](boost::system::error_code ec) {
+                     self->client_write_wait_ = false;
+                     if (ec || self->state_ == ClientState::kClosed) return;
+                     self->FlushClient();
+                     if (self->out_.empty()) {
+                       if (self->state_ == ClientState::kClosing && !self->server_) {
+                         self->FinishClose();
+                         return;
+                       }
+                       if (self->server_)
+                         self->WaitServerReadable();
+                       else
+                         self->WaitClientReadable();
+                     }
+                   });
+}
+
+void ClientSession::FlushServer() {
+  if (srv_out_.empty() || !server_) return;
+  ssize_t n = ::send(server_->fd, srv_out_.data(), srv_out_.size(), MSG_NOSIGNAL);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    server_->broken = true;
+    srv_out_.clear();
+    ReleaseServer(true);
+    pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
+    FlushClient();
+    Close("server write error");
+    return;
+  }
+  if (n > 0) srv_out_.erase(0, static_cast<size_t>(n));
+  if (srv_out_.empty()) {
+    srv_out_.shrink_to_fit();
+    WaitServerReadable();
+    return;
+  }
+  if (server_write_wait_) return;
+  server_write_wait_ = true;
+  server_->socket->async_wait(asio::socket_base::wait_write,
+                              [self = shared_from_this()](boost::system::error_code ec) {
+                                self->server_write_wait_ = false;
+                                if (ec || !self->server_) return;
+                                self->FlushServer();
+                                if (self->srv_out_.empty()) self->WaitClientReadable();
+                              });
+}
+
+void ClientSession::Close(const char* why) {
+  if (state_ == ClientState::kClosed || state_ == ClientState::kClosing) return;
+  LOG_DEBUG(kLog, "closing client " << info_->id << ": " << why);
+  if (state_ == ClientState::kWaiting && pool_) pool_->CancelWait(info_->id);
+  if (server_) {
+    if (ServerIdleAndClean() && pool_ && pool_->mode() == PoolMode::kSession && !admin_ &&
+        !proxy_.config().server_reset_query.empty()) {
+      // Session pooling: reset the server before the next client gets it.
+      SetState(ClientState::kClosing);
+      pgwire::AppendQuery(srv_out_, proxy_.config().server_reset_query);
+      pending_.push_back(Pending::kSwallowQuery);
+      ++syncs_;
+      FlushServer();
+      return;
+    }
+    ReleaseServer(!ServerIdleAndClean());
+  }
+  SetState(ClientState::kClosing);
+  if (!out_.empty() && !client_eof_) {
+    FlushClient();
+    if (!out_.empty()) return;  // FinishClose after the write drains
+  }
+  FinishClose();
+}
+
+void ClientSession::FinishClose() {
+  if (state_ == ClientState::kClosed) return;
+  if (server_) ReleaseServer(!ServerIdleAndClean());
+  SetState(ClientState::kClosed);
+  if (login_timer_) login_timer_->cancel();
+  boost::system::error_code ec;
+  sock_.shutdown(asio::socket_base::shutdown_both, ec);
+  sock_.close(ec);
+}
+
+void ClientSession::FailFatal(std::string_view sqlstate, std::string_view message) {
+  pgwire::AppendErrorResponse(out_, "FATAL", sqlstate, message);
+  Close(std::string(message).c_str());
+}
+
+// ---------------------------------------------------------------- startup & auth
+
+void ClientSession::HandleStartupBytes(std::string_view data) {
+  if (!data.empty()) in_.append(data);
+  const uint32_t max = std::min<uint32_t>(proxy_.config().max_packet_size, 10000);
+  while (!in_.empty() && state_ != ClientState::kClosed && state_ != ClientState::kClosing) {
+    if (state_ == ClientState::kStartup) {
+      pgwire::StartupPacket p;
+      size_t used = 0;
+      std::string error;
+      auto st = pgwire::DecodeStartupPacket(in_, max, &p, &used, &error);
+      if (st == pgwire::DecodeStatus::kNeedMoreData) return;
+      if (st == pgwire::DecodeStatus::kError) {
+        FailFatal("08P01", "invalid startup packet: " + error);
+        return;
+      }
+      in_.erase(0, used);
+      HandleStartupPacket(p);
+    } else if (state_ == ClientState::kAuth) {
+      pgwire::Header h;
+      auto st = pgwire::DecodeHeader(in_, max, &h);
+      if (st == pgwire::DecodeStatus::kNeedMoreData ||
+          (st == pgwire::DecodeStatus::kReady && in_.size() < h.wire_size()))
+        return;
+      if (st == pgwire::DecodeStatus::kError || h.type != 'p') {
+        FailFatal("08P01", "invalid authentication message");
+        return;
+      }
+      std::string body = in_.substr(5, h.body_size());
+      in_.erase(0, h.wire_size());
+      HandleAuthMessage(h.type, body);
+    } else {
+      return;  // later states take the bytes through HandleClientData
+    }
+  }
+  if (in_.empty()) in_.shrink_to_fit();
+}
+
+void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
+  using Kind = pgwire::StartupPacket::Kind;
+  if (p.kind == Kind::kSslRequest || p.kind == Kind::kGssEncRequest) {
+    // TLS to clients is not offered yet; GSSAPI encryption never is.
+    out_.push_back('N');
+    FlushClient();
+    return;
+  }
+  if (p.kind == Kind::kCancel) {
+    proxy_.Cancel(p.cancel_pid, p.cancel_key);
+    client_eof_ = true;
+    Close("cancel request");
+    return;
+  }
+  user_ = p.Get("user").value_or("");
+  database_ = p.Get("database").value_or(user_);
+  if (p.Get("replication")) {
+    FailFatal("08P01", "replication connections are not supported through the proxy");
+    return;
+  }
+  for (const auto& [k, v] : p.parameters) {
+    if (IsSessionParameter(k)) params_.emplace_back(k, v);
+  }
+  {
+    std::lock_guard lock(info_->mu);
+    info_->user = user_;
+    info_->database = database_;
+    for (const auto& [k, v] : params_) {
+      if (k == "application_name") info_->application_name = v;
+    }
+  }
+  if (database_ == "pgwarden") {
+    admin_ = true;
+    if (!proxy_.IsAdmin(user_)) {
+      FailFatal("28000", "user \"" + user_ + "\" is not allowed to use the admin console");
+      return;
+    }
+  } else {
+    pool_ = proxy_.FindOrCreatePool(database_, user_);
+    if (pool_ == nullptr) {
+      FailFatal("3D000",
+                "database \"" + database_ + "\" does not exist in the proxy configuration");
+      return;
+    }
+  }
+  boost::system::error_code ec;
+  auto ep = sock_.remote_endpoint(ec);
+  uint32_t ipv4 = 0;
+  bool is_v4 = !ec && ep.address().is_v4();
+  if (is_v4) ipv4 = htonl(ep.address().to_v4().to_uint());
+  method_ = proxy_.MethodFor(database_, user_, ipv4, is_v4);
+  if (method_ == AuthMethod::kReject) {
+    FailFatal("28000",
+              "no hba rule allows user \"" + user_ + "\" to database \"" + database_ + "\"");
+    return;
+  }
+  SetState(ClientState::kLookup);
+  proxy_.LookupUser(
+      database_, user_, [self = shared_from_this()](Result<pgwire::UserCredential> r) {
+        asio::post(self->worker_.ioc(),
+                   [self, r = std::move(r)]() mutable { self->OnCredential(std::move(r)); });
+      });
+}
+
+void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
+  if (state_ != ClientState::kLookup) return;
+  if (cred.ok())
+    credential_ = *cred;
+  else if (cred.status().code() != ErrorCode::kNotFound) {
+    LOG_WARN(kLog, "credential lookup for " << user_ << ": " << cred.status().message());
+  }
+  BeginAuth();
+  if (state_ == ClientState::kAuth && !in_.empty()) HandleStartupBytes({});
+  FlushClient();
+  if (state_ != ClientState::kClosed && state_ != ClientState::kClosing) WaitClientReadable();
+}
+
+void ClientSession::BeginAuth() {
+  SetState(ClientState::kAuth);
+  if (method_ == AuthMethod::kTrust) {
+    AuthSucceeded();
+    return;
+  }
+  using Kind = pgwire::UserCredential::Kind;
+  bool md5_possible = credential_ && credential_->kind != Kind::kScram;
+  if (method_ == AuthMethod::kMd5 && md5_possible) {
+    RAND_bytes(md5_salt_, 4);
+    pgwire::AppendAuthenticationMd5(out_, md5_salt_);
+    auth_step_ = 10;
+    return;
+  }
+  // SCRAM: against the stored secret, a secret made from a plain password, or
+  // (unknown user, md5 hash only) a random one so that the exchange fails the
+  // same way PostgreSQL's mock authentication does.
+  pgwire::ScramSecret secret;
+  std::optional<pgwire::ScramSecret> parsed;
+  if (credential_ && credential_->kind == Kind::kScram)
+    parsed = pgwire::ParseScramSecret(credential_->value);
+  if (parsed)
+    secret = *parsed;
+  else if (credential_ && credential_->kind == Kind::kPlain)
+    secret = pgwire::MakeScramSecret(credential_->value);
+  else
+    secret = pgwire::MakeScramSecret(std::to_string(info_->id) + "-no-such-user");
+  scram_server_key_ = secret.server_key;
+  scram_ = std::make_unique<pgwire::ScramServer>(secret);
+  pgwire::AppendAuthenticationSasl(out_);
+  auth_step_ = 1;
+}
+
+void ClientSession::HandleAuthMessage(char type, std::string_view body) {
+  auto fail = [&] {
+    FailFatal("28P01", "password authentication failed for user \"" + user_ + "\"");
+  };
+  if (auth_step_ == 10) {  // md5 response
+    std::string given(body.substr(0, body.find('\0')));
+    std::string stored = credential_->kind == pgwire::UserCredential::Kind::kMd5
+                             ? credential_->value
+                             : pgwire::Md5PasswordHash(credential_->value, user_);
+    if (!pgwire::SecureEquals(given, pgwire::Md5SaltedResponse(stored, md5_salt_))) return fail();
+    AuthSucceeded();
+    return;
+  }
+  if (auth_step_ == 1) {  // SASLInitialResponse: mechanism, int32 length, data
+    size_t pos = 0;
+    std::string_view mech;
+    int32_t len = 0;
+    if (!pgwire::ReadCString(body, &pos, &mech) || !pgwire::ReadInt32(body, &pos, &len) ||
+        mech != "SCRAM-SHA-256" || len < 0 || pos + static_cast<size_t>(len) > body.size()) {
+      FailFatal("08P01", "invalid SASL initial response (only SCRAM-SHA-256 is supported)");
+      return;
+    }
+    auto r = scram_->HandleClientFirst(body.substr(pos, static_cast<size_t>(len)));
+    if (!r.ok()) {
+      FailFatal("08P01", "SCRAM: " + r.status().message());
+      return;
+    }
+    pgwire::AppendAuthenticationSaslContinue(out_, *r);
+    auth_step_ = 2;
+    return;
+  }
+  if (auth_step_ == 2) {
+    auto r = scram_->HandleClientFinal(body);
+    if (!r.ok()) return fail();
+    pgwire::AppendAuthenticationSaslFinal(out_, *r);
+    AuthSucceeded();
+    return;
+  }
+  FailFatal("08P01", "unexpected authentication message");
+}
+
+void ClientSession::AuthSucceeded() {
+  // The pool learns how to log in to the server as this user.
+  if (pool_ && !pool_->has_credentials()) {
+    const DatabaseConfig& db = pool_->db();
+    ServerTarget t;
+    t.host = db.host;
+    t.port = db.port;
+    t.database = db.dbname.empty() ? database_ : db.dbname;
+    t.user = db.user.empty() ? user_ : db.user;
+    if (!db.user.empty()) {
+      t.password = db.password;
+    } else if (credential_ && credential_->kind != pgwire::UserCredential::Kind::kScram) {
+      t.password = credential_->value;  // plain, or an md5 hash the server's md5 accepts
+    } else if (scram_ && !scram_->client_key().empty()) {
+      t.scram_client_key = scram_->client_key();
+      t.scram_server_key = scram_server_key_;
+    }
+    pool_->SetTarget(std::move(t));
+  }
+  scram_.reset();
+  pgwire::AppendAuthenticationOk(out_);
+  if (admin_) {
+    SendWelcome({{"server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")"},
+                 {"server_encoding", "UTF8"},
+                 {"client_encoding", "UTF8"},
+                 {"DateStyle", "ISO, MDY"},
+                 {"integer_datetimes", "on"},
+                 {"standard_conforming_strings", "on"}});
+    return;
+  }
+  if (auto params = pool_->server_params()) {
+    SendWelcome(*params);
+    return;
+  }
+  // First client of this pool: log a server in to learn its parameters.
+  SetState(ClientState::kWelcome);
+  RequestServer();
+}
+
+void ClientSession::SendWelcome(const std::map<std::string, std::string>& server_params) {
+  std::map<std::string, std::string> shown = server_params;
+  for (const auto& [k, v] : params_) {
+    auto it = shown.find(k);
+    if (it != shown.end())
+      it->second = v;
+    else if (k == "application_name")
+      shown[k] = v;
+  }
+  for (const auto& [k, v] : shown) pgwire::AppendParameterStatus(out_, k, v);
+  int32_t pid = 0, key = 0;
+  {
+    std::lock_guard lock(info_->mu);
+    pid = info_->cancel_pid;
+    key = info_->cancel_key;
+  }
+  pgwire::AppendBackendKeyData(out_, pid, key);
+  pgwire::AppendReadyForQuery(out_, 'I');
+  SetState(ClientState::kIdle);
+}
+
+// ---------------------------------------------------------------- forwarding
+
+void ClientSession::HandleClientData(std::string_view data) {
+  if (admin_) {
+    in_.append(data);
+    while (state_ == ClientState::kIdle) {
+      pgwire::Header h;
+      auto st = pgwire::DecodeHeader(in_, proxy_.config().max_packet_size, &h);
+      if (st == pgwire::DecodeStatus::kNeedMoreData ||
+          (st == pgwire::DecodeStatus::kReady && in_.size() < h.wire_size()))
+        break;
+      if (st == pgwire::DecodeStatus::kError) {
+        FailFatal("08P01", "invalid message");
+        return;
+      }
+      std::string body = in_.substr(5, h.body_size());
+      in_.erase(0, h.wire_size());
+      if (h.type == 'X') {
+        client_eof_ = true;
+        Close("terminate");
+        return;
+      }
+      if (h.type != 'Q') {
+        pgwire::AppendErrorResponse(out_, "ERROR", "0A000",
+                                    "the admin console supports the simple query protocol only");
+        pgwire::AppendReadyForQuery(out_, 'I');
+        continue;
+      }
+      HandleAdminQuery(std::string_view(body).substr(0, body.find('\0')));
+    }
+    if (in_.empty()) in_.shrink_to_fit();
+    return;
+  }
+  if (server_) {
+    ProcessClientBytes(data);
+    return;
+  }
+  // No server yet: keep the bytes and get one.
+  in_.append(data);
+  if (state_ == ClientState::kIdle) RequestServer();
+}
+
+void ClientSession::RequestServer() {
+  if (state_ == ClientState::kIdle) SetState(ClientState::kWaiting);
+  std::weak_ptr<ClientSession> weak = weak_from_this();
+  asio::io_context& ioc = worker_.ioc();
+  Proxy* proxy = &proxy_;
+  bool open_new = false;
+  ServerConnPtr s = pool_->Acquire(
+      worker_.index(), info_->id,
+      [weak, &ioc, proxy](ServerConnPtr server, Status error) {
+        auto holder = std::make_shared<ServerConnPtr>(std::move(server));
+        asio::post(ioc, [weak, holder, error, proxy]() mutable {
+          auto self = weak.lock();
+          if (!self) {
+            // The client went away while waiting: the server goes back.
+            if (*holder) proxy->ReleaseServer(std::move(*holder));
+            return;
+          }
+          self->OnServer(std::move(*holder), error);
+        });
+      },
+      std::chrono::steady_clock::now(), &open_new);
+  if (open_new) proxy_.OpenServer(pool_);
+  if (s) OnServer(std::move(s), Status::Ok());
+}
+
+void ClientSession::OnServer(ServerConnPtr server, Status error) {
+  if (!server) {
+    if (state_ == ClientState::kWaiting || state_ == ClientState::kWelcome) {
+      std::string msg = error.code() == ErrorCode::kTimeout
+                            ? error.message()
+                            : "could not connect to the server: " + error.message();
+      pgwire::AppendErrorResponse(out_, "FATAL",
+                                  error.code() == ErrorCode::kTimeout ? "57014" : "08006", msg);
+      Close("no server");
+    }
+    return;
+  }
+  if (state_ != ClientState::kWaiting && state_ != ClientState::kWelcome) {
+    // We went away meanwhile: give it back untouched.
+    proxy_.ReleaseServer(std::move(server));
+    return;
+  }
+  if (state_ == ClientState::kWelcome) {
+    auto params = server->params;
+    pool_->SetServerParams(params);
+    proxy_.ReleaseServer(std::move(server));
+    SendWelcome(params);
+    FlushClient();
+    if (!in_.empty()) {
+      std::string pending_in = std::move(in_);
+      in_.clear();
+      HandleClientData(pending_in);
+    }
+    WaitClientReadable();
+    return;
+  }
+  AttachServer(std::move(server));
+}
+
+void ClientSession::AttachServer(ServerConnPtr server) {
+  server_ = std::move(server);
+  // Register the server socket with our event loop (a move between threads
+  // only when the pool had no server of this worker).
+  if (server_->home != worker_.index() || !server_->socket) {
+    int fd = server_->fd;
+    if (server_->socket) {
+      boost::system::error_code ec;
+      server_->socket->release(ec);
+    }
+    server_->socket = std::make_unique<asio::ip::tcp::socket>(worker_.ioc());
+    boost::system::error_code ec;
+    server_->socket->assign(asio::ip::tcp::v4(), fd, ec);
+    server_->home = worker_.index();
+  }
+  SetState(ClientState::kActive);
+  xact_start_ = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(info_->mu);
+    auto colon = server_->addr.rfind(':');
+    info_->server_host = server_->addr.substr(0, colon);
+    info_->server_port = static_cast<uint16_t>(std::atoi(server_->addr.c_str() + colon + 1));
+    info_->server_pid = server_->backend_pid;
+    info_->server_key = server_->backend_key;
+  }
+  ApplySessionParameters();
+  std::string pending_in = std::move(in_);
+  in_.clear();
+  in_.shrink_to_fit();
+  if (!pending_in.empty()) ProcessClientBytes(pending_in);
+  FlushServer();
+  WaitServerReadable();
+  if (srv_out_.empty()) WaitClientReadable();
+}
+
+void ClientSession::ApplySessionParameters() {
+  std::string sets;
+  for (const auto& [k, v] : params_) {
+    auto it = server_->params.find(k);
+    if (it != server_->params.end() && it->second == v) continue;
+    sets += "SET " + QuoteIdent(k) + " TO " + QuoteLiteral(v) + ";";
+    server_->params[k] = v;  // also for parameters the server does not report
+  }
+  if (sets.empty()) return;
+  pgwire::AppendQuery(srv_out_, sets);
+  pending_.push_back(Pending::kSwallowQuery);
+  ++syncs_;
+}
+
+bool ClientSession::ServerIdleAndClean() const {
+  return server_ && pending_.empty() && syncs_ == 0 && server_->txn_status == 'I' && c_skip_ == 0 &&
+         c_partial_.empty() && s_skip_ == 0 && s_partial_.empty() && srv_out_.empty();
+}
+
+void ClientSession::ReleaseServer(bool broken) {
+  if (!server_) return;
+  if (server_wait_ || server_write_wait_) {
+    boost::system::error_code ec;
+    server_->socket->cancel(ec);  // handlers see operation_aborted and server_ == nullptr
+    server_wait_ = server_write_wait_ = false;
+  }
+  if (broken) server_->broken = true;
+  if (pool_) {
+    auto& st = pool_->stats();
+    st.xact_time_us.fetch_add(
+        static_cast<uint64_t>(Micros(std::chrono::steady_clock::now() - xact_start_)),
+        std::memory_order_relaxed);
+  }
+  {
+    std::lock_guard lock(info_->mu);
+    info_->server_pid = 0;
+    info_->server_key = 0;
+  }
+  pending_.clear();
+  pending_names_.clear();
+  syncs_ = 0;
+  c_skip_ = s_skip_ = 0;
+  s_drop_ = false;
+  c_partial_.clear();
+  s_partial_.clear();
+  srv_out_.clear();
+  proxy_.ReleaseServer(std::move(server_));
+  server_.reset();
+  if (state_ == ClientState::kActive) SetState(ClientState::kIdle);
+}
+
+void ClientSession::MaybeReleaseServer() {
+  if (pool_ && pool_->mode() == PoolMode::kTransaction && ServerIdleAndClean()) {
+    release_ready_ = true;
+  }
+  if (state_ == ClientState::kClosing && pending_.empty()) release_ready_ = true;
+}
+
+void ClientSession::ProcessClientBytes(std::string_view data) {
+  const uint32_t max = proxy_.config().max_packet_size;
+  while (!data.empty() && state_ == ClientState::kActive) {
+    if (c_skip_ > 0) {
+      size_t n = std::min(c_skip_, data.size());
+      srv_out_.append(data.substr(0, n));
+      data.remove_prefix(n);
+      c_skip_ -= n;
+      continue;
+    }
+    // The message header, possibly completing a split one.
+    std::string_view msg = data;
+    bool partial = !c_partial_.empty();
+    if (partial || data.size() < 5) {
+      size_t need = c_partial_.size() < 5 ? 5 - c_partial_.size() : 0;
+      size_t take = std::min(need, data.size());
+      c_partial_.append(data.substr(0, take));
+      data.remove_prefix(take);
+      if (c_partial_.size() < 5) return;
+      msg = c_partial_;
+    }
+    pgwire::Header h;
+    if (pgwire::DecodeHeader(msg, max, &h) != pgwire::DecodeStatus::kReady) {
+      FailFatal("08P01", h.length > max ? "message too large (over proxy.max_packet_size)"
+                                        : "invalid message from client");
+      return;
+    }
+    if (!ValidFrontendType(h.type) || h.type == 'p') {
+      FailFatal("08P01", std::string("unknown or unexpected message type '") + h.type + "'");
+      return;
+    }
+    bool whole =
+        h.type == 'X' || (pool_->mode() == PoolMode::kTransaction &&
+                          (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C'));
+    if (whole) {
+      if (partial) {
+        size_t take = std::min(h.wire_size() - c_partial_.size(), data.size());
+        c_partial_.append(data.substr(0, take));
+        data.remove_prefix(take);
+        if (c_partial_.size() < h.wire_size()) return;
+        std::string m = std::move(c_partial_);
+        c_partial_.clear();
+        if (!HandleWholeClientMessage(h, m)) return;
+      } else if (data.size() >= h.wire_size()) {
+        if (!HandleWholeClientMessage(h, data.substr(0, h.wire_size()))) return;
+        data.remove_prefix(h.wire_size());
+      } else {
+        c_partial_.assign(data);
+        return;
+      }
+      continue;
+    }
+    if (!StartStreamedClientMessage(h.type)) return;
+    if (partial) {
+      srv_out_.append(c_partial_, 0, 5);
+      c_partial_.clear();
+      c_skip_ = h.body_size();
+    } else {
+      size_t n = std::min(h.wire_size(), data.size());
+      srv_out_.append(data.substr(0, n));
+      data.remove_prefix(n);
+      c_skip_ = h.wire_size() - n;
+    }
+  }
+}
+
+bool ClientSession::StartStreamedClientMessage(char type) {
+  auto& st = pool_->stats();
+  switch (type) {
+    case 'Q':
+    case 'F':
+      pending_.push_back(Pending::kQuery);
+      ++syncs_;
+      st.query_count.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 'S':
+      pending_.push_back(Pending::kSync);
+      ++syncs_;
+      break;
+    case 'E':
+      pending_.push_back(Pending::kExecute);
+      st.query_count.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 'P':  // session mode: passed through unchanged
+      pending_.push_back(Pending::kParse);
+      pending_names_.emplace_back();
+      break;
+    case 'B':
+      pending_.push_back(Pending::kBind);
+      break;
+    case 'D':
+      pending_.push_back(Pending::kDescribe);
+      break;
+    case 'C':
+      pending_.push_back(Pending::kClose);
+      break;
+    default:
+      break;  // H, d, c, f: no response of their own
+  }
+  return true;
+}
+
+bool ClientSession::HandleWholeClientMessage(const pgwire::Header& h, std::string_view msg) {
+  std::string_view body = msg.substr(5);
+  size_t pos = 0;
+  switch (h.type) {
+    case 'X':
+      client_eof_ = true;
+      Close("terminate");
+      return false;
+    case 'P': {
+      std::string_view name;
+      if (!pgwire::ReadCString(body, &pos, &name)) break;
+      std::string_view tail = body.substr(pos);
+      if (name.empty()) {
+        srv_out_.append(msg);
+        pending_.push_back(Pending::kParse);
+        pending_names_.emplace_back();
+        return true;
+      }
+      Statement st{StatementName(tail), std::string(tail)};
+      if (server_->prepared.count(st.server_name)) {
+        pending_.push_back(Pending::kSynthParse);
+      } else {
+        pgwire::Writer w(srv_out_);
+        size_t start = w.Begin('P');
+        w.CString(st.server_name);
+        w.Bytes(tail);
+        w.Finish(start);
+        server_->prepared.insert(st.server_name);
+        pending_.push_back(Pending::kParse);
+        pending_names_.push_back(st.server_name);
+      }
+      statements_[std::string(name)] = std::move(st);
+      return true;
+    }
+    case 'B': {
+      std::string_view portal, name;
+      if (!pgwire::ReadCString(body, &pos, &portal) || !pgwire::ReadCString(body, &pos, &name))
+        break;
+      auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
+      if (it == statements_.end()) {
+        srv_out_.append(msg);  // unnamed, or unknown: the server answers as it would
+      } else {
+        EnsurePrepared(it->second);
+        pgwire::Writer w(srv_out_);
+        size_t start = w.Begin('B');
+        w.CString(portal);
+        w.CString(it->second.server_name);
+        w.Bytes(body.substr(pos));
+        w.Finish(start);
+      }
+      pending_.push_back(Pending::kBind);
+      return true;
+    }
+    case 'D': {
+      if (body.empty()) break;
+      char kind = body[0];
+      pos = 1;
+      std::string_view name;
+      if (!pgwire::ReadCString(body, &pos, &name)) break;
+      auto it =
+          (kind != 'S' || name.empty()) ? statements_.end() : statements_.find(std::string(name));
+      if (it == statements_.end()) {
+        srv_out_.append(msg);
+      } else {
+        EnsurePrepared(it->second);
+        pgwire::Writer w(srv_out_);
+        size_t start = w.Begin('D');
+        w.Bytes("S");
+        w.CString(it->second.server_name);
+        w.Finish(start);
+      }
+      pending_.push_back(Pending::kDescribe);
+      return true;
+    }
+    case 'C': {
+      if (body.empty()) break;
+      char kind = body[0];
+      pos = 1;
+      std::string_view name;
+      if (!pgwire::ReadCString(body, &pos, &name)) break;
+      if (kind == 'S' && !name.empty() && statements_.erase(std::string(name)) > 0) {
+        // The server keeps it for other clients; the client sees it closed.
+        pending_.push_back(Pending::kSynthClose);
+        return true;
+      }
+      srv_out_.append(msg);
+      pending_.push_back(Pending::kClose);
+      return true;
+    }
+    default:
+      break;
+  }
+  FailFatal("08P01", std::string("malformed '") + h.type + "' message");
+  return false;
+}
+
+void ClientSession::EnsurePrepared(const Statement& st) {
+  if (server_->prepared.count(st.server_name)) return;
+  pgwire::Writer w(srv_out_);
+  size_t start = w.Begin('P');
+  w.CString(st.server_name);
+  w.Bytes(st.parse_tail);
+  w.Finish(start);
+  server_->prepared.insert(st.server_name);
+  pending_.push_back(Pending::kSwallowParse);
+  pending_names_.push_back(st.server_name);
+}
+
+void ClientSession::EmitSynthetic() {
+  while (!pending_.empty()) {
+    if (pending_.front() == Pending::kSynthParse)
+      pgwire::AppendParseComplete(out_);
+    else if (pending_.front() == Pending::kSynthClose)
+      pgwire::AppendCloseComplete(out_);
+    else
+      return;
+    pending_.pop_front();
+  }
+}
+
+void ClientSession::OnServerError() {
+  // Extended protocol: the server skips everything up to Sync.
+  if (!pending_.empty() &&
+      (pending_.front() == Pending::kQuery || pending_.front() == Pending::kSwallowQuery))
+    return;
+  while (!pending_.empty() && pending_.front() != Pending::kSync &&
+         pending_.front() != Pending::kQuery && pending_.front() != Pending::kSwallowQuery) {
+    Pending p = pending_.front();
+    pending_.pop_front();
+    if (p == Pending::kParse || p == Pending::kSwallowParse) {
+      if (!pending_names_.empty()) {
+        if (!pending_names_.front().empty()) server_->prepared.erase(pending_names_.front());
+        pending_names_.pop_front();
+      }
+    }
+  }
+}
+
+void ClientSession::ProcessServerBytes(std::string_view data) {
+  const uint32_t max = 1u << 30;
+  while (!data.empty() && server_) {
+    if (s_skip_ > 0) {
+      size_t n = std::min(s_skip_, data.size());
+      if (!s_drop_) out_.append(data.substr(0, n));
+      data.remove_prefix(n);
+      s_skip_ -= n;
+      continue;
+    }
+    std::string_view msg = data;
+    bool partial = !s_partial_.empty();
+    if (partial || data.size() < 5) {
+      size_t need = s_partial_.size() < 5 ? 5 - s_partial_.size() : 0;
+      size_t take = std::min(need, data.size());
+      s_partial_.append(data.substr(0, take));
+      data.remove_prefix(take);
+      if (s_partial_.size() < 5) return;
+      msg = s_partial_;
+    }
+    pgwire::Header h;
+    if (pgwire::DecodeHeader(msg, max, &h) != pgwire::DecodeStatus::kReady) {
+      LOG_ERROR(kLog, "malformed message from server " << server_->addr);
+      server_->broken = true;
+      ReleaseServer(true);
+      FailFatal("08P01", "malformed message from the server");
+      return;
+    }
+    // Messages we read whole: small ones whose content matters.
+    bool whole = h.type == 'Z' || h.type == 'S' || h.type == 'E' || h.type == 'C';
+    if (whole) {
+      std::string m;
+      if (partial) {
+        size_t take = std::min(h.wire_size() - s_partial_.size(), data.size());
+        s_partial_.append(data.substr(0, take));
+        data.remove_prefix(take);
+        if (s_partial_.size() < h.wire_size()) return;
+        m = std::move(s_partial_);
+        s_partial_.clear();
+      } else if (data.size() >= h.wire_size()) {
+        m.assign(data.substr(0, h.wire_size()));
+        data.remove_prefix(h.wire_size());
+      } else {
+        s_partial_.assign(data);
+        return;
+      }
+      StartServerMessage(h, m);
+      continue;
+    }
+    StartServerMessage(h, {});
+    std::string_view head = partial ? std::string_view(s_partial_).substr(0, 5)
+                                    : data.substr(0, std::min(h.wire_size(), data.size()));
+    if (!s_drop_) out_.append(head);
+    if (partial) {
+      s_partial_.clear();
+      s_skip_ = h.body_size();
+    } else {
+      data.remove_prefix(head.size());
+      s_skip_ = h.wire_size() - head.size();
+    }
+  }
+}
+
+// Decides, at the start of each server message, whether it is forwarded or
+// swallowed and what it completes. `whole` holds the message for the types
+// read whole (Z, S, E, C) and is forwarded here; others are streamed by the caller.
+void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view whole) {
+  EmitSynthetic();
+  Pending head = pending_.empty() ? Pending::kQuery : pending_.front();
+  bool swallow = false;
+  if (!pending_.empty() && head == Pending::kSwallowQuery) {
+    swallow = true;
+    if (h.type == 'E') {
+      auto f = pgwire::ParseErrorFields(whole.substr(5));
+      LOG_WARN(kLog, "restoring session parameters failed: " << f['M']);
+    }
+  } else if (!pending_.empty() && head == Pending::kSwallowParse && h.type == '1') {
+    swallow = true;
+    pending_.pop_front();
+    if (!pending_names_.empty()) pending_names_.pop_front();
+  }
+  switch (h.type) {
+    case 'Z': {
+      char status = whole.size() > 5 ? whole[5] : 'I';
+      server_->txn_status = status;
+      if (!pending_.empty() &&
+          (head == Pending::kSync || head == Pending::kQuery || head == Pending::kSwallowQuery)) {
+        pending_.pop_front();
+        if (head != Pending::kSwallowQuery) {
+          if (status == 'I' && pool_)
+            pool_->stats().xact_count.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      if (syncs_ > 0) --syncs_;
+      if (!swallow) out_.append(whole);
+      MaybeReleaseServer();
+      return;
+    }
+    case 'S': {
+      size_t pos = 5;
+      std::string_view name, value;
+      if (pgwire::ReadCString(whole, &pos, &name) && pgwire::ReadCString(whole, &pos, &value)) {
+        server_->params[std::string(name)] = std::string(value);
+        if (!swallow) {
+          for (auto& [k, v] : params_) {
+            if (k == name) v = value;
+          }
+          if (name == "application_name") {
+            bool known = false;
+            for (auto& kv : params_) known = known || kv.first == name;
+            if (!known) params_.emplace_back(std::string(name), std::string(value));
+            std::lock_guard lock(info_->mu);
+            info_->application_name = std::string(value);
+          }
+        }
+      }
+      if (!swallow) out_.append(whole);
+      return;
+    }
+    case 'E':
+      if (!swallow) out_.append(whole);
+      OnServerError();
+      return;
+    case 'C': {
+      std::string_view tag = whole.substr(5);
+      if (tag.rfind("DISCARD ALL", 0) == 0 || tag.rfind("DEALLOCATE ALL", 0) == 0) {
+        server_->prepared.clear();
+        if (!swallow) statements_.clear();
+      }
+      if (!swallow) out_.append(whole);
+      if (!pending_.empty() && head == Pending::kExecute) pending_.pop_front();
+      return;
+    }
+    case '1':
+      if (!swallow && !pending_.empty() && head == Pending::kParse) {
+        pending_.pop_front();
+        if (!pending_names_.empty()) pending_names_.pop_front();
+      }
+      break;
+    case '2':
+      if (!pending_.empty() && head == Pending::kBind) pending_.pop_front();
+      break;
+    case '3':
+      if (!pending_.empty() && head == Pending::kClose) pending_.pop_front();
+      break;
+    case 'n':
+    case 'T':
+      if (!pending_.empty() && head == Pending::kDescribe) pending_.pop_front();
+      break;
+    case 'I':
+    case 's':
+      if (!pending_.empty() && head == Pending::kExecute) pending_.pop_front();
+      break;
+    default:
+      break;
+  }
+  s_drop_ = swallow;
+}
+
+void ClientSession::HandleAdminQuery(std::string_view sql) {
+  AdminResult r = RunAdminCommand(proxy_, sql);
+  out_.append(r.wire);
+  pgwire::AppendReadyForQuery(out_, 'I');
+}
+
+}  // namespace pgwarden::proxy

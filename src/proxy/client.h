@@ -1,0 +1,152 @@
+// A client session: the state machine from startup through authentication to forwarding.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "pgwire/auth.h"
+#include "pgwire/message.h"
+#include "pgwire/userlist.h"
+#include "proxy/pool.h"
+#include "proxy/proxy.h"
+
+namespace pgwarden::proxy {
+
+// Where a session is; changed only in SetState().
+enum class ClientState {
+  kStartup,  // reading the startup packet (or SSLRequest / CancelRequest)
+  kLookup,   // waiting for the user's credential (auth_file / auth_query)
+  kAuth,     // authentication exchange
+  kWelcome,  // authenticated; waiting for a first server login to learn its parameters
+  kIdle,     // logged in, no request in flight, no server
+  kWaiting,  // has a request and waits for a server connection
+  kActive,   // a server connection is attached
+  kClosing,  // draining output / resetting the server, then closed
+  kClosed,   // done
+};
+const char* ClientStateName(ClientState s);
+
+// An expected response, in the order the server will answer (extended
+// protocol pipelining): what to forward, synthesize or swallow.
+enum class Pending : uint8_t {
+  kParse,         // client Parse forwarded: ParseComplete ends it
+  kBind,          // BindComplete
+  kDescribe,      // ParameterDescription? then RowDescription / NoData
+  kClose,         // CloseComplete
+  kExecute,       // CommandComplete / EmptyQueryResponse / PortalSuspended
+  kSync,          // ReadyForQuery
+  kQuery,         // simple query / function call: everything up to ReadyForQuery
+  kSynthParse,    // Parse skipped (already prepared here): send ParseComplete ourselves
+  kSynthClose,    // Close of a statement kept in the server cache: send CloseComplete
+  kSwallowParse,  // Parse we injected: drop its ParseComplete
+  kSwallowQuery,  // query we injected (SET, reset): drop everything up to ReadyForQuery
+};
+
+// One client connection, owned by shared_ptr (its handlers hold it); touched
+// only on its worker's thread.
+class ClientSession : public std::enable_shared_from_this<ClientSession> {
+ public:
+  ClientSession(Worker& worker, boost::asio::ip::tcp::socket socket);
+  ~ClientSession();
+  void Start();
+
+  // Called on our thread with a server from the pool (or an error).
+  void OnServer(ServerConnPtr server, Status error);
+  // Called on our thread when the credential lookup finishes.
+  void OnCredential(Result<pgwire::UserCredential> cred);
+
+ private:
+  struct Statement {
+    std::string server_name;  // proxy-wide name: "pgw_" + hash of the Parse body
+    std::string parse_tail;   // Parse body after the statement name (query, types)
+  };
+
+  void SetState(ClientState s);
+  // I/O.
+  void WaitClientReadable();
+  void WaitServerReadable();
+  void OnClientReadable();
+  void OnServerReadable();
+  void FlushClient();
+  void FlushServer();
+  void Close(const char* why);
+  void FinishClose();
+  // Startup and authentication.
+  void HandleStartupBytes(std::string_view data);
+  void HandleStartupPacket(const pgwire::StartupPacket& p);
+  void BeginAuth();
+  void HandleAuthMessage(char type, std::string_view body);
+  void AuthSucceeded();
+  void SendWelcome(const std::map<std::string, std::string>& server_params);
+  void FailFatal(std::string_view sqlstate, std::string_view message);
+  // Forwarding.
+  void HandleClientData(std::string_view data);
+  void ProcessClientBytes(std::string_view data);
+  bool HandleWholeClientMessage(const pgwire::Header& h, std::string_view msg);
+  bool StartStreamedClientMessage(char type);
+  void EnsurePrepared(const Statement& st);
+  void ProcessServerBytes(std::string_view data);
+  void StartServerMessage(const pgwire::Header& h, std::string_view whole);
+  void EmitSynthetic();
+  void OnServerError();
+  void AttachServer(ServerConnPtr server);
+  void ApplySessionParameters();
+  void RequestServer();
+  void MaybeReleaseServer();
+  void ReleaseServer(bool broken);
+  void HandleAdminQuery(std::string_view sql);
+  bool ServerIdleAndClean() const;
+
+  Worker& worker_;
+  Proxy& proxy_;
+  boost::asio::ip::tcp::socket sock_;
+  std::shared_ptr<ClientInfo> info_;
+  ClientState state_ = ClientState::kStartup;
+  std::unique_ptr<boost::asio::steady_timer> login_timer_;
+
+  std::string in_;       // client bytes not yet processed (only while needed)
+  std::string out_;      // bytes for the client not yet written
+  std::string srv_out_;  // bytes for the server not yet written
+  bool client_wait_ = false, server_wait_ = false;
+  bool client_write_wait_ = false, server_write_wait_ = false;
+  bool client_eof_ = false;
+
+  // Who and what.
+  std::string user_, database_;
+  std::vector<std::pair<std::string, std::string>> params_;  // session parameters to keep
+  bool admin_ = false;
+  bool tls_ = false;
+  Pool* pool_ = nullptr;
+  AuthMethod method_ = AuthMethod::kScram;
+  std::optional<pgwire::UserCredential> credential_;
+  std::unique_ptr<pgwire::ScramServer> scram_;
+  std::string scram_server_key_;
+  uint8_t md5_salt_[4] = {0, 0, 0, 0};
+  int auth_step_ = 0;
+
+  // Server side.
+  ServerConnPtr server_;
+  std::deque<Pending> pending_;
+  std::deque<std::string> pending_names_;  // statement names of kParse / kSwallowParse items
+  int syncs_ = 0;                          // Query/Sync sent, ReadyForQuery not yet received
+  std::unordered_map<std::string, Statement> statements_;
+  // Framing state per direction: bytes of the current message still to pass
+  // through, and the start of a message split across reads.
+  size_t c_skip_ = 0, s_skip_ = 0;
+  bool s_drop_ = false;  // the message being skipped is swallowed, not forwarded
+  std::string c_partial_, s_partial_;
+  bool release_ready_ = false;
+  TimePoint xact_start_{};
+};
+
+}  // namespace pgwarden::proxy

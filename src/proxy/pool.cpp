@@ -1,0 +1,288 @@
+// Pool lists, limits and hand-over of server connections to waiting clients.
+#include "proxy/pool.h"
+
+#include "common/log.h"
+
+namespace pgwarden::proxy {
+namespace {
+constexpr const char* kLog = "pool";
+
+int64_t Micros(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+}  // namespace
+
+Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_size,
+           int reserve_size, PoolMode mode, int* db_connection_count, std::mutex* db_mu,
+           int max_db_connections)
+    : database_(std::move(database)),
+      user_(std::move(user)),
+      db_(std::move(db)),
+      pool_size_(pool_size),
+      reserve_size_(reserve_size),
+      mode_(mode),
+      db_count_(db_connection_count),
+      db_mu_(db_mu),
+      max_db_connections_(max_db_connections) {}
+
+bool Pool::CanOpenLocked(bool use_reserve) const {
+  int total = static_cast<int>(idle_.size() + lent_.size()) + connecting_;
+  int limit = pool_size_ + (use_reserve ? reserve_size_ : 0);
+  if (total >= limit) return false;
+  if (max_db_connections_ > 0) {
+    std::lock_guard lock(*db_mu_);
+    if (*db_count_ >= max_db_connections_) return false;
+  }
+  return true;
+}
+
+ServerConnPtr Pool::Acquire(int worker, uint64_t client_id, ServerCallback waiter, TimePoint now,
+                            bool* open_new) {
+  *open_new = false;
+  std::lock_guard lock(mu_);
+  while (!paused_ && !idle_.empty()) {
+    // Prefer a server already registered with this worker's event loop, most
+    // recently used first (warm caches, no move between threads).
+    size_t pick = idle_.size() - 1;
+    for (size_t i = idle_.size(); i-- > 0;) {
+      if (idle_[i]->home == worker) {
+        pick = i;
+        break;
+      }
+    }
+    ServerConnPtr s = std::move(idle_[pick]);
+    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(pick));
+    if (IdleConnectionBroken(s->fd)) {
+      LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
+                                          << " was closed while idle; dropping it");
+      std::lock_guard dl(*db_mu_);
+      --*db_count_;
+      continue;
+    }
+    lent_[s->id] = {s->id, "active", s->addr, s->local_port, s->backend_pid, s->created, now};
+    return s;
+  }
+  waiters_.push_back({client_id, worker, std::move(waiter), now});
+  if (!paused_ && CanOpenLocked(reserve_open_)) {
+    ++connecting_;
+    {
+      std::lock_guard dl(*db_mu_);
+      ++*db_count_;
+    }
+    *open_new = true;
+  }
+  return nullptr;
+}
+
+bool Pool::CancelWait(uint64_t client_id) {
+  std::lock_guard lock(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->client_id == client_id) {
+      waiters_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Pool::ServeWaiterLocked(ServerConnPtr server, TimePoint now,
+                             std::vector<std::pair<ServerCallback, ServerConnPtr>>* handoffs) {
+  Waiter w = std::move(waiters_.front());
+  waiters_.pop_front();
+  stats_.wait_time_us += Micros(now - w.since);
+  lent_[server->id] = {server->id,          "active",        server->addr, server->local_port,
+                       server->backend_pid, server->created, now};
+  handoffs->emplace_back(std::move(w.cb), std::move(server));
+}
+
+void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
+  *open_new = false;
+  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  {
+    std::lock_guard lock(mu_);
+    lent_.erase(server->id);
+    server->last_used = now;
+    if (server->broken) {
+      LOG_DEBUG(kLog, "closing server connection " << server->id);
+      server.reset();
+      {
+        std::lock_guard dl(*db_mu_);
+        --*db_count_;
+      }
+      if (!waiters_.empty() && !paused_ && CanOpenLocked(reserve_open_)) {
+        ++connecting_;
+        std::lock_guard dl(*db_mu_);
+        ++*db_count_;
+        *open_new = true;
+      }
+    } else if (!waiters_.empty() && !paused_) {
+      ServeWaiterLocked(std::move(server), now, &handoffs);
+    } else {
+      idle_.push_back(std::move(server));
+    }
+  }
+  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+}
+
+void Pool::OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new) {
+  *open_new = false;
+  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  std::vector<ServerCallback> failed;
+  Status error;
+  {
+    std::lock_guard lock(mu_);
+    --connecting_;
+    if (result.ok()) {
+      stats_.server_logins++;
+      ServerConnPtr s = std::move(*result);
+      s->pool = this;
+      s->created = now;
+      s->last_used = now;
+      if (!server_params_) server_params_ = s->params;
+      if (!waiters_.empty() && !paused_)
+        ServeWaiterLocked(std::move(s), now, &handoffs);
+      else
+        idle_.push_back(std::move(s));
+    } else {
+      stats_.server_login_failures++;
+      {
+        std::lock_guard dl(*db_mu_);
+        --*db_count_;
+      }
+      error = result.status();
+      // Every client waiting for this pool learns why (PgBouncer: "server login failed").
+      for (auto& w : waiters_) failed.push_back(std::move(w.cb));
+      waiters_.clear();
+    }
+  }
+  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+  for (auto& cb : failed) cb(nullptr, error);
+}
+
+int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
+  std::vector<ServerCallback> timed_out;
+  int to_open = 0;
+  {
+    std::lock_guard lock(mu_);
+    // Idle servers past their idle timeout or lifetime.
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      ServerConn& s = **it;
+      bool idle_expired = now - s.last_used > cfg.server_idle_timeout &&
+                          static_cast<int>(idle_.size() + lent_.size()) > cfg.min_pool_size;
+      bool too_old = now - s.created > cfg.server_lifetime;
+      bool broken = IdleConnectionBroken(s.fd);
+      if (idle_expired || too_old || broken) {
+        LOG_DEBUG(kLog, "closing idle server " << s.id << (broken ? " (closed by server)" : ""));
+        it = idle_.erase(it);
+        std::lock_guard dl(*db_mu_);
+        --*db_count_;
+      } else {
+        ++it;
+      }
+    }
+    // Waiters past query_wait_timeout get an error; the reserve opens for old ones.
+    while (!waiters_.empty() && now - waiters_.front().since > cfg.query_wait_timeout) {
+      timed_out.push_back(std::move(waiters_.front().cb));
+      waiters_.pop_front();
+    }
+    if (!waiters_.empty() && reserve_size_ > 0 &&
+        now - waiters_.front().since > cfg.reserve_pool_timeout && !reserve_open_) {
+      LOG_INFO(kLog, "pool " << database_ << "/" << user_ << ": opening the reserve pool");
+      reserve_open_ = true;
+    }
+    if (waiters_.empty()) reserve_open_ = false;
+    // Enough connections opening for the waiters, and min_pool_size.
+    int total = static_cast<int>(idle_.size() + lent_.size()) + connecting_;
+    int want = std::max<int>(static_cast<int>(waiters_.size()) - connecting_, 0);
+    if (has_credentials_ && total < cfg.min_pool_size)
+      want = std::max(want, cfg.min_pool_size - total);
+    while (!paused_ && want > 0 && CanOpenLocked(reserve_open_)) {
+      ++connecting_;
+      std::lock_guard dl(*db_mu_);
+      ++*db_count_;
+      ++to_open;
+      --want;
+    }
+  }
+  for (auto& cb : timed_out) {
+    cb(nullptr, Timeout("query_wait_timeout: no server connection became free in time"));
+  }
+  return to_open;
+}
+
+void Pool::SetServerParams(const std::map<std::string, std::string>& params) {
+  std::lock_guard lock(mu_);
+  server_params_ = params;
+}
+
+std::optional<std::map<std::string, std::string>> Pool::server_params() const {
+  std::lock_guard lock(mu_);
+  return server_params_;
+}
+
+void Pool::SetTarget(ServerTarget target) {
+  std::lock_guard lock(mu_);
+  target_ = std::move(target);
+  has_credentials_ = true;
+}
+
+ServerTarget Pool::target() const {
+  std::lock_guard lock(mu_);
+  return target_;
+}
+
+bool Pool::has_credentials() const {
+  std::lock_guard lock(mu_);
+  return has_credentials_;
+}
+
+Pool::Counts Pool::counts(TimePoint now) const {
+  std::lock_guard lock(mu_);
+  Counts c;
+  c.active = static_cast<int>(lent_.size());
+  c.idle = static_cast<int>(idle_.size());
+  c.connecting = connecting_;
+  c.waiting = static_cast<int>(waiters_.size());
+  if (!waiters_.empty()) c.max_wait_us = Micros(now - waiters_.front().since);
+  return c;
+}
+
+std::vector<Pool::ServerInfo> Pool::servers() const {
+  std::lock_guard lock(mu_);
+  std::vector<ServerInfo> out;
+  for (const auto& [id, info] : lent_) out.push_back(info);
+  for (const auto& s : idle_) {
+    out.push_back(
+        {s->id, "idle", s->addr, s->local_port, s->backend_pid, s->created, s->last_used});
+  }
+  return out;
+}
+
+void Pool::SetPaused(bool paused) {
+  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  {
+    std::lock_guard lock(mu_);
+    paused_ = paused;
+    TimePoint now = std::chrono::steady_clock::now();
+    while (!paused_ && !waiters_.empty() && !idle_.empty()) {
+      ServerConnPtr s = std::move(idle_.back());
+      idle_.pop_back();
+      ServeWaiterLocked(std::move(s), now, &handoffs);
+    }
+  }
+  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+}
+
+bool Pool::paused() const {
+  std::lock_guard lock(mu_);
+  return paused_;
+}
+
+void Pool::CloseIdle() {
+  std::lock_guard lock(mu_);
+  std::lock_guard dl(*db_mu_);
+  *db_count_ -= static_cast<int>(idle_.size());
+  idle_.clear();
+}
+
+}  // namespace pgwarden::proxy

@@ -1,0 +1,136 @@
+// One pool of server connections per (database, user), shared by all worker threads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "proxy/proxy_config.h"
+#include "proxy/server_conn.h"
+
+namespace pgwarden::proxy {
+
+class ClientSession;
+
+// Counters of a pool (PgBouncer's SHOW STATS); updated with relaxed atomics.
+struct PoolStats {
+  std::atomic<uint64_t> xact_count{0};
+  std::atomic<uint64_t> query_count{0};
+  std::atomic<uint64_t> bytes_received{0};  // from clients
+  std::atomic<uint64_t> bytes_sent{0};      // to clients
+  std::atomic<uint64_t> xact_time_us{0};
+  std::atomic<uint64_t> query_time_us{0};
+  std::atomic<uint64_t> wait_time_us{0};
+  std::atomic<uint64_t> server_logins{0};
+  std::atomic<uint64_t> server_login_failures{0};
+};
+
+// What a waiting client is handed: a server, or the reason there is none.
+using ServerCallback = std::function<void(ServerConnPtr server, Status error)>;
+
+// The pool's lists and limits; every method is thread-safe (one mutex).
+// Servers are handed to waiters through `deliver`, which posts to the
+// waiter's own thread.
+class Pool {
+ public:
+  Pool(std::string database, std::string user, DatabaseConfig db, int pool_size, int reserve_size,
+       PoolMode mode, int* db_connection_count, std::mutex* db_mu, int max_db_connections);
+
+  const std::string& database() const { return database_; }
+  const std::string& user() const { return user_; }
+  const DatabaseConfig& db() const { return db_; }
+  PoolMode mode() const { return mode_; }
+  PoolStats& stats() { return stats_; }
+
+  // Takes an idle server now (preferring one registered with `worker`), or
+  // queues `waiter` and returns nullptr. `client_id` identifies the waiter.
+  // When a new connection is needed, `*open_new` is set: the caller asks the
+  // connector for one (Pool::OpenDone reports back).
+  ServerConnPtr Acquire(int worker, uint64_t client_id, ServerCallback waiter, TimePoint now,
+                        bool* open_new);
+  // Removes a queued waiter (its client went away); true if it was queued.
+  bool CancelWait(uint64_t client_id);
+  // Gives a server back: to the first waiter, else to the idle list. A
+  // broken or expired server is closed instead (and a replacement opened for
+  // waiters: *open_new).
+  void Release(ServerConnPtr server, TimePoint now, bool* open_new);
+  // A connection attempt finished.
+  void OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new);
+
+  // Janitor work: closes idle servers past idle timeout / lifetime, fails
+  // waiters past query_wait_timeout, lets the reserve pool open for waiters
+  // older than reserve_pool_timeout, tops up min_pool_size. Returns how many
+  // new connections to open.
+  int Maintain(TimePoint now, const ProxyConfig& cfg);
+
+  // The credentials and parameters learned from logins, for new clients.
+  void SetServerParams(const std::map<std::string, std::string>& params);
+  std::optional<std::map<std::string, std::string>> server_params() const;
+  void SetTarget(ServerTarget target);
+  ServerTarget target() const;
+  bool has_credentials() const;
+
+  // For SHOW POOLS / SHOW SERVERS.
+  struct Counts {
+    int active = 0, idle = 0, connecting = 0, waiting = 0;
+    int64_t max_wait_us = 0;
+  };
+  Counts counts(TimePoint now) const;
+  struct ServerInfo {
+    uint64_t id;
+    std::string state;  // active | idle | login
+    std::string addr;
+    int local_port;
+    int32_t pid;
+    TimePoint connect_time;
+    TimePoint last_used;
+  };
+  std::vector<ServerInfo> servers() const;
+  // PAUSE/RESUME: while paused no server is handed out.
+  void SetPaused(bool paused);
+  bool paused() const;
+  // Closes every idle connection (RELOAD, SHUTDOWN).
+  void CloseIdle();
+
+ private:
+  struct Waiter {
+    uint64_t client_id;
+    int worker;
+    ServerCallback cb;
+    TimePoint since;
+  };
+  bool CanOpenLocked(bool use_reserve) const;
+  // Hands `server` to the first waiter (lock held; the callback runs after unlock).
+  void ServeWaiterLocked(ServerConnPtr server, TimePoint now,
+                         std::vector<std::pair<ServerCallback, ServerConnPtr>>* handoffs);
+
+  const std::string database_, user_;
+  const DatabaseConfig db_;
+  const int pool_size_, reserve_size_;
+  const PoolMode mode_;
+  int* const db_count_;  // connections to this database over all pools; guarded by *db_mu_
+  std::mutex* const db_mu_;
+  const int max_db_connections_;
+  PoolStats stats_;
+
+  mutable std::mutex mu_;
+  std::deque<ServerConnPtr> idle_;       // guarded by mu_; most recently used at the back
+  std::map<uint64_t, ServerInfo> lent_;  // guarded by mu_: servers lent to clients
+  int connecting_ = 0;                   // guarded by mu_
+  bool reserve_open_ = false;            // guarded by mu_
+  bool paused_ = false;                  // guarded by mu_
+  std::deque<Waiter> waiters_;           // guarded by mu_
+  std::optional<std::map<std::string, std::string>> server_params_;  // guarded by mu_
+  ServerTarget target_;                                              // guarded by mu_
+  bool has_credentials_ = false;                                     // guarded by mu_
+};
+
+}  // namespace pgwarden::proxy

@@ -1,0 +1,171 @@
+// The proxy process: worker threads with their event loops, listeners, pools, connector and
+// janitor.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/status.h"
+#include "config/config.h"
+#include "net/http_server.h"
+#include "pgwire/userlist.h"
+#include "proxy/pool.h"
+#include "proxy/proxy_config.h"
+
+namespace pgwarden::proxy {
+
+class ClientSession;
+class Proxy;
+
+// What the admin console and metrics read about a client; written by its
+// worker thread, read by others under `mu`.
+struct ClientInfo {
+  mutable std::mutex mu;  // guards the fields below `id`
+  uint64_t id = 0;
+  std::string user, database, application_name;
+  std::string addr;
+  int port = 0;
+  std::string state;  // login | idle | waiting | active
+  TimePoint connect_time;
+  TimePoint request_time;
+  int32_t cancel_pid = 0, cancel_key = 0;  // what the client got in BackendKeyData
+  // The server backend running this client's query now, for CancelRequest.
+  std::string server_host;
+  uint16_t server_port = 0;
+  int32_t server_pid = 0, server_key = 0;
+  bool tls = false;
+};
+
+// One event loop on one thread. Owned by the Proxy.
+class Worker {
+ public:
+  Worker(Proxy& proxy, int index);
+  boost::asio::io_context& ioc() { return ioc_; }
+  int index() const { return index_; }
+  Proxy& proxy() { return proxy_; }
+  // Scratch buffer for reads on this thread (never held across waits).
+  std::string& scratch() { return scratch_; }
+  // Output staging buffers reused across messages on this thread.
+  std::string& stage() { return stage_; }
+
+  Status Listen(const config::HostPort& at);
+  void Start();
+  void StopAccepting();
+  void Join();
+
+ private:
+  void Accept();
+
+  Proxy& proxy_;
+  const int index_;
+  boost::asio::io_context ioc_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::thread thread_;
+  std::string scratch_;
+  std::string stage_;
+};
+
+// Owns everything; Run() blocks until shutdown.
+class Proxy {
+ public:
+  Proxy(config::Config cluster, ProxyConfig cfg);
+  ~Proxy();
+
+  // Binds the listeners (and metrics), starts threads. Errors: listen failures.
+  Status Start();
+  // Blocks until Shutdown() or a signal handled by the caller sets it.
+  void Wait();
+  // Stops accepting, lets transactions finish up to shutdown_timeout, closes.
+  void Shutdown();
+  // Re-reads the configuration file (auth_file, pool sizes for new pools, ...).
+  Status Reload();
+
+  const ProxyConfig& config() const { return cfg_; }
+  Worker& worker(int i) { return *workers_[static_cast<size_t>(i)]; }
+  int worker_count() const { return static_cast<int>(workers_.size()); }
+
+  // --- used by sessions (any thread) ---
+  // The pool for (database, user), created on first use; nullptr when the
+  // database is unknown.
+  Pool* FindOrCreatePool(const std::string& database, const std::string& user);
+  // Asks the connector thread for a new server connection for `pool`.
+  void OpenServer(Pool* pool);
+  // Gives a server back to its pool (and opens a replacement if needed).
+  void ReleaseServer(ServerConnPtr server);
+  // Looks up a user's credential: auth_file, then auth_query (blocking: the
+  // callback runs on the connector thread).
+  void LookupUser(const std::string& database, const std::string& user,
+                  std::function<void(Result<pgwire::UserCredential>)> done);
+  // hba: the method for this client.
+  AuthMethod MethodFor(const std::string& database, const std::string& user, uint32_t ipv4,
+                       bool is_ipv4) const;
+  bool IsAdmin(const std::string& user) const;
+
+  // Client registry (admin console, cancel, limits).
+  std::shared_ptr<ClientInfo> RegisterClient(std::weak_ptr<ClientSession> session);
+  void UnregisterClient(uint64_t id);
+  // Forwards a CancelRequest to the backend serving the client that got (pid, key).
+  void Cancel(int32_t pid, int32_t key);
+  int client_count() const { return client_count_.load(); }
+  bool shutting_down() const { return shutting_down_.load(); }
+
+  // Admin console commands.
+  std::vector<std::shared_ptr<ClientInfo>> Clients() const;
+  std::vector<Pool*> Pools() const;
+  void PauseAll(const std::string& database, bool paused);
+  void RequestShutdown();
+  std::string MetricsText() const;
+  const config::Config& cluster() const { return cluster_; }
+  TimePoint started_at() const { return started_at_; }
+
+ private:
+  void ConnectorLoop();
+  void JanitorTick();
+  void RunOnConnector(std::function<void()> job);
+
+  config::Config cluster_;
+  ProxyConfig cfg_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<net::HttpServer> metrics_;
+
+  mutable std::mutex pools_mu_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;  // guarded
+  std::map<std::string, int> db_connections_;                                   // guarded by db_mu_
+  std::mutex db_mu_;
+
+  mutable std::mutex users_mu_;
+  std::map<std::string, pgwire::UserCredential> userlist_;  // guarded by users_mu_
+
+  mutable std::mutex clients_mu_;
+  std::map<uint64_t, std::shared_ptr<ClientInfo>> clients_;  // guarded by clients_mu_
+  std::map<uint64_t, uint64_t> cancel_keys_;                 // (pid<<32|key) → client id; guarded
+  std::atomic<uint64_t> next_client_id_{1};
+  std::atomic<int> client_count_{0};
+
+  std::mutex connector_mu_;
+  std::condition_variable connector_cv_;
+  std::deque<std::function<void()>> connector_jobs_;  // guarded by connector_mu_
+  bool connector_stop_ = false;                       // guarded by connector_mu_
+  std::vector<std::thread> connectors_;
+
+  std::unique_ptr<boost::asio::steady_timer> janitor_;
+  std::atomic<bool> shutting_down_{false};
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;  // guarded by done_mu_
+  TimePoint started_at_;
+};
+
+}  // namespace pgwarden::proxy

@@ -1,0 +1,77 @@
+// A logged-in connection to a PostgreSQL server, and the blocking login that makes one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace pgwarden::proxy {
+
+class Pool;
+
+// Where and as whom to log in.
+struct ServerTarget {
+  std::string host;
+  uint16_t port = 0;
+  std::string database;
+  std::string user;
+  // One of: a plain password, or a SCRAM ClientKey + ServerKey (pass-through
+  // of a client's SCRAM proof), or nothing (trust).
+  std::string password;
+  std::string scram_client_key;
+  std::string scram_server_key;
+  std::string application_name = "pgwarden";
+};
+
+// State of a server connection: owned by its Pool while idle and by one client
+// session while lent. Only the thread of the owner touches it.
+struct ServerConn {
+  ~ServerConn();
+
+  uint64_t id = 0;
+  int fd = -1;  // owned (closed in the destructor unless `socket` owns it)
+  // Registered with the io_context of worker `home`; null until first attached.
+  std::unique_ptr<boost::asio::ip::tcp::socket> socket;
+  int home = -1;
+  Pool* pool = nullptr;
+  int32_t backend_pid = 0;
+  int32_t backend_key = 0;
+  std::map<std::string, std::string> params;  // values the server reported (ParameterStatus)
+  std::unordered_set<std::string> prepared;   // proxy statement names prepared here
+  TimePoint created;
+  TimePoint last_used;
+  char txn_status = 'I';  // last ReadyForQuery status
+  bool broken = false;    // do not reuse
+  std::string addr;       // "host:port"
+  int local_port = 0;
+};
+
+using ServerConnPtr = std::unique_ptr<ServerConn>;
+
+// Connects and logs in, blocking, within `timeout`. The returned connection's
+// fd is non-blocking. PgUnavailable with the server's message on failure.
+Result<ServerConnPtr> LoginServer(const ServerTarget& target, std::chrono::milliseconds timeout);
+
+// Sends a CancelRequest for (pid, key) to host:port (blocking, bounded).
+Status SendCancel(const std::string& host, uint16_t port, int32_t pid, int32_t key,
+                  std::chrono::milliseconds timeout);
+
+// Runs auth_query as `target` and returns the stored password / secret of
+// `user`, or NotFound.
+Result<std::string> LookupCredential(const ServerTarget& target, const std::string& query,
+                                     const std::string& user, std::chrono::milliseconds timeout);
+
+// True when the idle connection's socket shows it was closed or has unexpected
+// input (the server sent something while idle: a termination notice).
+bool IdleConnectionBroken(int fd);
+
+}  // namespace pgwarden::proxy
