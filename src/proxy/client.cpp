@@ -186,7 +186,8 @@ void ClientSession::OnClientReadable() {
   std::string& buf = worker_.scratch();
   buf.resize(kReadChunk);
   ssize_t n = ::recv(sock_.native_handle(), buf.data(), buf.size(), 0);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+  const int err = errno;
+  if (n == 0 || (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
     client_eof_ = true;
     Close(n == 0 ? "client closed the connection" : "client read error");
     return;
@@ -215,14 +216,20 @@ void ClientSession::OnClientReadable() {
   bool blocked = !srv_out_.empty() || state_ == ClientState::kWaiting ||
                  state_ == ClientState::kLookup || state_ == ClientState::kWelcome ||
                  state_ == ClientState::kClosing || (!out_.empty() && !server_);
-  if (!blocked) WaitClientReadable();
+  if (blocked) return;
+  // A full buffer may leave more behind, which no new readiness event announces.
+  if (static_cast<size_t>(n) == kReadChunk)
+    ResumeClient();
+  else
+    WaitClientReadable();
 }
 
 void ClientSession::OnServerReadable() {
   std::string& buf = worker_.scratch();
   buf.resize(kReadChunk);
   ssize_t n = ::recv(server_->fd, buf.data(), buf.size(), 0);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+  const int err = errno;
+  if (n == 0 || (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
     LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << " lost");
     server_->broken = true;
     bool mid_request = !pending_.empty();
@@ -247,19 +254,35 @@ void ClientSession::OnServerReadable() {
       FinishClose();
       return;
     }
-    // The client may have sent the next request meanwhile.
-    if (!in_.empty()) {
-      std::string pending_in = std::move(in_);
-      in_.clear();
-      HandleClientData(pending_in);
-      FlushServer();
-    }
-    WaitClientReadable();
+    ResumeClient();
     return;
   }
-  if (out_.empty()) WaitServerReadable();
+  if (out_.empty()) {
+    if (n == static_cast<ssize_t>(kReadChunk))
+      ResumeServer();
+    else
+      WaitServerReadable();
+  }
   // Output to the client drained? Then the client may send again.
   if (srv_out_.empty() && state_ == ClientState::kActive) WaitClientReadable();
+}
+
+void ClientSession::ResumeClient() {
+  // Readiness is edge-triggered: bytes that arrived while we were not
+  // waiting announce nothing more, so look before waiting.
+  if (client_wait_ || state_ == ClientState::kClosed || client_eof_) return;
+  asio::post(worker_.ioc(), [self = shared_from_this()] {
+    if (self->client_wait_ || self->state_ == ClientState::kClosed || self->client_eof_) return;
+    self->OnClientReadable();
+  });
+}
+
+void ClientSession::ResumeServer() {
+  if (server_wait_ || !server_) return;
+  asio::post(worker_.ioc(), [self = shared_from_this()] {
+    if (self->server_wait_ || !self->server_) return;
+    self->OnServerReadable();
+  });
 }
 
 void ClientSession::FlushClient() {
@@ -293,9 +316,9 @@ void ClientSession::FlushClient() {
                          return;
                        }
                        if (self->server_)
-                         self->WaitServerReadable();
+                         self->ResumeServer();
                        else
-                         self->WaitClientReadable();
+                         self->ResumeClient();
                      }
                    });
 }
@@ -325,7 +348,7 @@ void ClientSession::FlushServer() {
                                 self->server_write_wait_ = false;
                                 if (ec || !self->server_) return;
                                 self->FlushServer();
-                                if (self->srv_out_.empty()) self->WaitClientReadable();
+                                if (self->srv_out_.empty()) self->ResumeClient();
                               });
 }
 
@@ -481,7 +504,7 @@ void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
   BeginAuth();
   if (state_ == ClientState::kAuth && !in_.empty()) HandleStartupBytes({});
   FlushClient();
-  if (state_ != ClientState::kClosed && state_ != ClientState::kClosing) WaitClientReadable();
+  if (state_ != ClientState::kClosed && state_ != ClientState::kClosing) ResumeClient();
 }
 
 void ClientSession::BeginAuth() {
@@ -662,23 +685,17 @@ void ClientSession::HandleClientData(std::string_view data) {
 
 void ClientSession::RequestServer() {
   if (state_ == ClientState::kIdle) SetState(ClientState::kWaiting);
-  std::weak_ptr<ClientSession> weak = weak_from_this();
+  // The pool's waiter entry keeps the session alive while it waits (nothing
+  // else does: we do not read from the client meanwhile).
+  auto self = shared_from_this();
   asio::io_context& ioc = worker_.ioc();
-  Proxy* proxy = &proxy_;
   bool open_new = false;
   ServerConnPtr s = pool_->Acquire(
       worker_.index(), info_->id,
-      [weak, &ioc, proxy](ServerConnPtr server, Status error) {
+      [self, &ioc](ServerConnPtr server, Status error) {
         auto holder = std::make_shared<ServerConnPtr>(std::move(server));
-        asio::post(ioc, [weak, holder, error, proxy]() mutable {
-          auto self = weak.lock();
-          if (!self) {
-            // The client went away while waiting: the server goes back.
-            if (*holder) proxy->ReleaseServer(std::move(*holder));
-            return;
-          }
-          self->OnServer(std::move(*holder), error);
-        });
+        asio::post(ioc,
+                   [self, holder, error]() mutable { self->OnServer(std::move(*holder), error); });
       },
       std::chrono::steady_clock::now(), &open_new);
   if (open_new) proxy_.OpenServer(pool_);
@@ -713,7 +730,7 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
       in_.clear();
       HandleClientData(pending_in);
     }
-    WaitClientReadable();
+    ResumeClient();
     return;
   }
   AttachServer(std::move(server));
@@ -751,7 +768,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   if (!pending_in.empty()) ProcessClientBytes(pending_in);
   FlushServer();
   WaitServerReadable();
-  if (srv_out_.empty()) WaitClientReadable();
+  if (srv_out_.empty()) ResumeClient();
 }
 
 void ClientSession::ApplySessionParameters() {

@@ -76,6 +76,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void WaitClientReadable();
   void WaitServerReadable();
   void OnClientReadable();
+  // Reads now if something is there, else waits (after a pause in reading).
+  void ResumeClient();
+  void ResumeServer();
   void OnServerReadable();
   void FlushClient();
   void FlushServer();
