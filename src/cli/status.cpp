@@ -17,6 +17,7 @@
 #include "ha/decide.h"
 #include "pg/connection.h"
 #include "pg/controller.h"
+#include "proxy/proxy_config.h"
 
 namespace pgwarden::cli {
 namespace {
@@ -39,7 +40,7 @@ options:
 )";
 
 constexpr const char* kDsnHelp =
-    R"TXT(usage: pgwarden dsn [--dir D | -c FILE] [--member NAME | --role primary|replica]
+    R"TXT(usage: pgwarden dsn [--dir D | -c FILE] [--member NAME | --role primary|replica|proxy-rw]
 
 Prints a libpq connection URI with the superuser's credentials, for psql,
 pgbench or any libpq client: psql "$(pgwarden dsn --dir D)".
@@ -47,6 +48,7 @@ pgbench or any libpq client: psql "$(pgwarden dsn --dir D)".
 options:
   --role primary     the leader (default)
   --role replica     a streaming replica (the least lagging one)
+  --role proxy-rw    the pooler `pgwarden up` starts (transaction pooling)
   --member NAME      that member
   --dir D / -c FILE  as for status
 )TXT";
@@ -286,8 +288,8 @@ int DsnCommand(int argc, char** argv, int first) {
     return kExitOk;
   }
   std::string role = args.GetOr("role", "primary");
-  if (role != "primary" && role != "replica") {
-    throw UsageError{"--role must be primary or replica (got '" + role + "')"};
+  if (role != "primary" && role != "replica" && role != "proxy-rw") {
+    throw UsageError{"--role must be primary, replica or proxy-rw (got '" + role + "')"};
   }
   if (args.Has("member") && args.Has("role")) {
     throw UsageError{"give --member or --role, not both"};
@@ -298,6 +300,28 @@ int DsnCommand(int argc, char** argv, int first) {
   } catch (const config::ConfigError& e) {
     std::cerr << "pgwarden dsn: " << e.what() << "\n";
     return kExitUsage;
+  }
+  const auto& su = cfg.postgresql.superuser;
+  auto uri_for = [&su](std::string host, uint16_t port) {
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    std::string uri = "postgresql://" + PercentEncode(su.username);
+    if (!su.password.empty()) uri += ":" + PercentEncode(su.password);
+    return uri + "@" + host + ":" + std::to_string(port) + "/postgres";
+  };
+  if (role == "proxy-rw") {
+    if (!cfg.proxy_yaml) {
+      std::cerr << "pgwarden dsn: the configuration has no proxy section (pgwarden up adds one)\n";
+      return kExitUsage;
+    }
+    try {
+      auto listen = proxy::ParseProxyConfig(cfg).listen;
+      std::string host = listen.host == "0.0.0.0" || listen.host == "*" ? "127.0.0.1" : listen.host;
+      std::printf("%s\n", uri_for(host, listen.port).c_str());
+      return kExitOk;
+    } catch (const config::ConfigError& e) {
+      std::cerr << "pgwarden dsn: " << e.what() << "\n";
+      return kExitUsage;
+    }
   }
   auto view = ClientDcs(cfg)->Load();
   if (!view.ok()) {
@@ -339,12 +363,7 @@ int DsnCommand(int argc, char** argv, int first) {
               << chosen->conn_url << ")\n";
     return kExitFailure;
   }
-  const auto& su = cfg.postgresql.superuser;
-  std::string host = ep->host.find(':') != std::string::npos ? "[" + ep->host + "]" : ep->host;
-  std::string uri = "postgresql://" + PercentEncode(su.username);
-  if (!su.password.empty()) uri += ":" + PercentEncode(su.password);
-  uri += "@" + host + ":" + std::to_string(ep->port) + "/postgres";
-  std::printf("%s\n", uri.c_str());
+  std::printf("%s\n", uri_for(ep->host, ep->port).c_str());
   return kExitOk;
 }
 

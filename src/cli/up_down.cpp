@@ -22,6 +22,7 @@
 #include "common/process.h"
 #include "dcs/etcd_dcs.h"
 #include "net/http_client.h"
+#include "proxy/proxy_config.h"
 
 namespace pgwarden::cli {
 namespace fs = std::filesystem;
@@ -279,6 +280,93 @@ std::string LastLines(const std::string& path, int n) {
 
 int StopAll(const LocalCluster& lc, bool quiet);
 
+bool PortFree(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  bool ok = fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+bool PortAccepts(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+// The `proxy:` section `up` keeps at the end of cluster.yml: the pooler on
+// 127.0.0.1:6432 (or a free port when that is taken) in front of the leader.
+// (Following the leader across failovers is the routing issue's work.)
+Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
+                            const dcs::ClusterView& view) {
+  const dcs::Member* leader = view.HasLeader() ? view.FindMember(view.leader->name) : nullptr;
+  if (leader == nullptr) return NotFound("no leader to point the proxy at");
+  std::string hostport = leader->conn_url.substr(leader->conn_url.find("://") + 3);
+  hostport = hostport.substr(0, hostport.find('/'));
+  uint16_t port = 0;
+  if (cfg.proxy_yaml) {
+    try {
+      port = proxy::ParseProxyConfig(cfg).listen.port;
+    } catch (const config::ConfigError&) {
+    }
+  }
+  auto running = LivePid(lc.dir + "/proxy.pid", "pgwarden");
+  if (port == 0) port = PortFree(6432) ? 6432 : FreePort();
+  if (!running && !PortFree(port)) {
+    return InvalidArgument("the proxy's port 127.0.0.1:" + std::to_string(port) +
+                           " (proxy.listen in " + lc.ClusterFile() + ") is in use");
+  }
+  // cluster.yml without its old proxy section, then the new one.
+  std::ifstream in(lc.ClusterFile());
+  std::string text, line, old_text;
+  bool in_proxy = false;
+  while (std::getline(in, line)) {
+    old_text += line + "\n";
+    if (line.rfind("proxy:", 0) == 0) in_proxy = true;
+    if (!in_proxy) text += line + "\n";
+  }
+  const auto& su = cfg.postgresql.superuser;
+  std::string userlist = lc.dir + "/userlist.txt";
+  WriteFile(userlist, "\"" + su.username + "\" \"" + su.password + "\"\n",
+            fs::perms::owner_read | fs::perms::owner_write);
+  auto colon = hostport.rfind(':');
+  text += "proxy:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n  auth_file: " + userlist +
+          "\n  admin_users: [" + su.username +
+          "]\n  databases:\n    '*': {host: " + hostport.substr(0, colon) +
+          ", port: " + hostport.substr(colon + 1) + "}\n";
+  if (running) {
+    if (text == old_text) return port;  // same leader, same settings: keep its clients
+    StopProcess(*running, SIGTERM, std::chrono::seconds(40));
+  }
+  WriteFile(lc.ClusterFile(), text, fs::perms::owner_read | fs::perms::owner_write);
+  ProcessOptions o;
+  o.log_file = lc.dir + "/proxy.log";
+  o.new_session = true;
+  auto pid = SpawnProcess({SelfExecutable(), "proxy", "-c", lc.ClusterFile()}, o);
+  if (!pid.ok()) return pid.status();
+  WriteFile(lc.dir + "/proxy.pid", std::to_string(*pid) + "\n",
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::others_read);
+  auto deadline = Clk::now() + std::chrono::seconds(10);
+  while (Clk::now() < deadline) {
+    if (!ProcessAlive(*pid))
+      return IoError("the proxy exited at start; see " + lc.dir + "/proxy.log");
+    if (PortAccepts(port)) return port;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Timeout("the proxy did not listen on 127.0.0.1:" + std::to_string(port) + " within 10 s");
+}
+
 }  // namespace
 
 int UpCommand(int argc, char** argv, int first) {
@@ -398,6 +486,13 @@ int UpCommand(int argc, char** argv, int first) {
     return kExitFailure;
   }
 
+  auto proxy_port = StartProxy(lc, cfg, view);
+  if (!proxy_port.ok()) {
+    std::cerr << "pgwarden up: the cluster is up but the proxy is not: "
+              << proxy_port.status().message() << "\n"
+              << LastLines(lc.dir + "/proxy.log", 10);
+    return kExitFailure;
+  }
   const std::string& pw = cfg.postgresql.superuser.password;
   std::printf("pgwarden: cluster '%s' is up in %.1f s: 1 primary + %zu streaming replica(s)\n\n",
               cfg.scope.c_str(), secs, node_cfgs.size() - 1);
@@ -408,6 +503,8 @@ int UpCommand(int argc, char** argv, int first) {
                 pw.c_str(), n.postgresql.listen.ToString().c_str(),
                 ("http://" + n.restapi.listen.ToString()).c_str());
   }
+  std::printf("  %-8s %-8s postgresql://%s:%s@127.0.0.1:%u/postgres   (pooler, transaction mode)\n",
+              "proxy", "rw", cfg.postgresql.superuser.username.c_str(), pw.c_str(), *proxy_port);
   if (lc.ManagesEtcd()) {
     std::printf("  %-8s          http://%s\n", "etcd", cfg.etcd.hosts.front().ToString().c_str());
   }
@@ -477,6 +574,12 @@ int StopAll(const LocalCluster& lc, bool quiet) {
     std::cerr << "pgwarden down: invalid configuration in " << lc.dir << ":\n" << e.what() << "\n";
     return kExitUsage;
   }
+  // The proxy first: no new transactions while the servers go.
+  if (auto pid = LivePid(lc.dir + "/proxy.pid", "pgwarden")) {
+    std::printf("stopping the proxy (pid %d)\n", *pid);
+    StopProcess(*pid, SIGTERM, std::chrono::seconds(40));
+  }
+  fs::remove(lc.dir + "/proxy.pid");
   // Replicas first, the leader last: nobody waits for a leader that is gone.
   std::string leader;
   if (!lc.ManagesEtcd() || LivePid(lc.EtcdPidFile(), "etcd")) {

@@ -16,7 +16,6 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr const char* kLog = "client";
-constexpr size_t kReadChunk = 64 * 1024;
 // Parameters a client sets at startup that we keep and re-apply on every
 // server it gets (the reportable ones are also tracked when it SETs them).
 bool IsSessionParameter(const std::string& name) {
@@ -163,39 +162,47 @@ void ClientSession::SetState(ClientState s) {
 void ClientSession::WaitClientReadable() {
   if (client_wait_ || state_ == ClientState::kClosed || client_eof_) return;
   client_wait_ = true;
-  sock_.async_wait(asio::socket_base::wait_read,
-                   [self = shared_from_this()](boost::system::error_code ec) {
-                     self->client_wait_ = false;
-                     if (ec || self->state_ == ClientState::kClosed) return;
-                     self->OnClientReadable();
-                   });
+  // A speculative read: Asio tries recv() at once and only then waits for
+  // readiness, so no epoll_ctl per request and no readiness edge is lost.
+  // Small reads go to a few bytes inside the session; a buffer is taken only
+  // while a read fills that.
+  read_big_ = big_ != nullptr;
+  char* buf = read_big_ ? big_.get() : small_;
+  size_t cap = read_big_ ? kBigBuffer : sizeof small_;
+  sock_.async_read_some(asio::buffer(buf, cap),
+                        [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+                          self->client_wait_ = false;
+                          if (self->state_ == ClientState::kClosed) return;
+                          self->OnClientRead(ec, n);
+                        });
 }
 
 void ClientSession::WaitServerReadable() {
   if (server_wait_ || !server_ || state_ == ClientState::kClosed) return;
   server_wait_ = true;
-  server_->socket->async_wait(asio::socket_base::wait_read,
-                              [self = shared_from_this()](boost::system::error_code ec) {
-                                self->server_wait_ = false;
-                                if (ec || !self->server_) return;
-                                self->OnServerReadable();
-                              });
+  if (!server_->rbuf) server_->rbuf = std::make_unique<char[]>(ServerConn::kReadBuffer);
+  server_->socket->async_read_some(
+      asio::buffer(server_->rbuf.get(), ServerConn::kReadBuffer),
+      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+        self->server_wait_ = false;
+        if (ec == asio::error::operation_aborted || !self->server_) return;
+        self->OnServerRead(ec, n);
+      });
 }
 
-void ClientSession::OnClientReadable() {
-  std::string& buf = worker_.scratch();
-  buf.resize(kReadChunk);
-  ssize_t n = ::recv(sock_.native_handle(), buf.data(), buf.size(), 0);
-  const int err = errno;
-  if (n == 0 || (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
+void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
+  if (ec == asio::error::operation_aborted) return;
+  if (ec) {
     client_eof_ = true;
-    Close(n == 0 ? "client closed the connection" : "client read error");
+    Close(ec == asio::error::eof ? "client closed the connection" : "client read error");
     return;
   }
-  if (n < 0) {
-    WaitClientReadable();
-    return;
-  }
+  // Work on a copy: handling may start the next read into the same buffer.
+  std::string& buf = worker_.scratch();
+  buf.assign(read_big_ ? big_.get() : small_, n);
+  size_t cap = read_big_ ? kBigBuffer : sizeof small_;
+  if (n == cap && !big_) big_ = std::make_unique<char[]>(kBigBuffer);  // data is flowing
+  if (n < sizeof small_ && big_ && read_big_) big_.reset();            // quiet again
   if (pool_)
     pool_->stats().bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   std::string_view data(buf.data(), static_cast<size_t>(n));
@@ -216,20 +223,11 @@ void ClientSession::OnClientReadable() {
   bool blocked = !srv_out_.empty() || state_ == ClientState::kWaiting ||
                  state_ == ClientState::kLookup || state_ == ClientState::kWelcome ||
                  state_ == ClientState::kClosing || (!out_.empty() && !server_);
-  if (blocked) return;
-  // A full buffer may leave more behind, which no new readiness event announces.
-  if (static_cast<size_t>(n) == kReadChunk)
-    ResumeClient();
-  else
-    WaitClientReadable();
+  if (!blocked) WaitClientReadable();
 }
 
-void ClientSession::OnServerReadable() {
-  std::string& buf = worker_.scratch();
-  buf.resize(kReadChunk);
-  ssize_t n = ::recv(server_->fd, buf.data(), buf.size(), 0);
-  const int err = errno;
-  if (n == 0 || (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
+void ClientSession::OnServerRead(boost::system::error_code ec, size_t n) {
+  if (ec) {
     LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << " lost");
     server_->broken = true;
     bool mid_request = !pending_.empty();
@@ -244,7 +242,10 @@ void ClientSession::OnServerReadable() {
     }
     return;
   }
-  if (n > 0) ProcessServerBytes(std::string_view(buf.data(), static_cast<size_t>(n)));
+  // Work on a copy: the server (and its buffer) may go back to the pool below.
+  std::string& buf = worker_.scratch();
+  buf.assign(server_->rbuf.get(), n);
+  ProcessServerBytes(buf);
   if (state_ == ClientState::kClosed) return;
   FlushClient();
   if (release_ready_) {
@@ -257,33 +258,14 @@ void ClientSession::OnServerReadable() {
     ResumeClient();
     return;
   }
-  if (out_.empty()) {
-    if (n == static_cast<ssize_t>(kReadChunk))
-      ResumeServer();
-    else
-      WaitServerReadable();
-  }
+  if (out_.empty()) WaitServerReadable();
   // Output to the client drained? Then the client may send again.
   if (srv_out_.empty() && state_ == ClientState::kActive) WaitClientReadable();
 }
 
-void ClientSession::ResumeClient() {
-  // Readiness is edge-triggered: bytes that arrived while we were not
-  // waiting announce nothing more, so look before waiting.
-  if (client_wait_ || state_ == ClientState::kClosed || client_eof_) return;
-  asio::post(worker_.ioc(), [self = shared_from_this()] {
-    if (self->client_wait_ || self->state_ == ClientState::kClosed || self->client_eof_) return;
-    self->OnClientReadable();
-  });
-}
+void ClientSession::ResumeClient() { WaitClientReadable(); }
 
-void ClientSession::ResumeServer() {
-  if (server_wait_ || !server_) return;
-  asio::post(worker_.ioc(), [self = shared_from_this()] {
-    if (self->server_wait_ || !self->server_) return;
-    self->OnServerReadable();
-  });
-}
+void ClientSession::ResumeServer() { WaitServerReadable(); }
 
 void ClientSession::FlushClient() {
   if (out_.empty() || state_ == ClientState::kClosed) return;
@@ -463,7 +445,7 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
   }
   if (database_ == "pgwarden") {
     admin_ = true;
-    if (!proxy_.IsAdmin(user_)) {
+    if (!proxy_.IsAdmin(user_) && !proxy_.IsStatsUser(user_)) {
       FailFatal("28000", "user \"" + user_ + "\" is not allowed to use the admin console");
       return;
     }
@@ -1229,7 +1211,7 @@ void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view
 }
 
 void ClientSession::HandleAdminQuery(std::string_view sql) {
-  AdminResult r = RunAdminCommand(proxy_, sql);
+  AdminResult r = RunAdminCommand(proxy_, sql, proxy_.IsAdmin(user_));
   out_.append(r.wire);
   pgwire::AppendReadyForQuery(out_, 'I');
 }

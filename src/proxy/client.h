@@ -75,11 +75,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // I/O.
   void WaitClientReadable();
   void WaitServerReadable();
-  void OnClientReadable();
+  void OnClientRead(boost::system::error_code ec, size_t n);
   // Reads now if something is there, else waits (after a pause in reading).
   void ResumeClient();
   void ResumeServer();
-  void OnServerReadable();
+  void OnServerRead(boost::system::error_code ec, size_t n);
   void FlushClient();
   void FlushServer();
   void Close(const char* why);
@@ -117,9 +117,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   ClientState state_ = ClientState::kStartup;
   std::unique_ptr<boost::asio::steady_timer> login_timer_;
 
-  std::string in_;       // client bytes not yet processed (only while needed)
-  std::string out_;      // bytes for the client not yet written
-  std::string srv_out_;  // bytes for the server not yet written
+  static constexpr size_t kBigBuffer = 16 * 1024;
+  char small_[128];              // reads of an idle or quiet client
+  std::unique_ptr<char[]> big_;  // reads while data flows
+  bool read_big_ = false;        // the pending read uses big_
+  std::string in_;               // client bytes not yet processed (only while needed)
+  std::string out_;              // bytes for the client not yet written
+  std::string srv_out_;          // bytes for the server not yet written
   bool client_wait_ = false, server_wait_ = false;
   bool client_write_wait_ = false, server_write_wait_ = false;
   bool client_eof_ = false;

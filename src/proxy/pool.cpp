@@ -52,7 +52,9 @@ ServerConnPtr Pool::Acquire(int worker, uint64_t client_id, ServerCallback waite
     }
     ServerConnPtr s = std::move(idle_[pick]);
     idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(pick));
-    if (IdleConnectionBroken(s->fd)) {
+    // A connection idle for a while may have been closed by the server; one
+    // just returned has not (and a check costs a syscall per transaction).
+    if (now - s->last_used > std::chrono::seconds(1) && IdleConnectionBroken(s->fd)) {
       LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
                                           << " was closed while idle; dropping it");
       std::lock_guard dl(*db_mu_);

@@ -300,6 +300,10 @@ bool Proxy::IsAdmin(const std::string& user) const {
   for (const auto& u : cfg_.admin_users) {
     if (u == user) return true;
   }
+  return false;
+}
+
+bool Proxy::IsStatsUser(const std::string& user) const {
   for (const auto& u : cfg_.stats_users) {
     if (u == user) return true;
   }

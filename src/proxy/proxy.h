@@ -111,7 +111,10 @@ class Proxy {
   // hba: the method for this client.
   AuthMethod MethodFor(const std::string& database, const std::string& user, uint32_t ipv4,
                        bool is_ipv4) const;
+  // Admin console access: admin_users may run every command, stats_users
+  // only SHOW commands.
   bool IsAdmin(const std::string& user) const;
+  bool IsStatsUser(const std::string& user) const;
 
   // Client registry (admin console, cancel, limits).
   std::shared_ptr<ClientInfo> RegisterClient(std::weak_ptr<ClientSession> session);

@@ -53,6 +53,8 @@ struct ServerConn {
   bool broken = false;    // do not reuse
   std::string addr;       // "host:port"
   int local_port = 0;
+  static constexpr size_t kReadBuffer = 32 * 1024;
+  std::unique_ptr<char[]> rbuf;  // reads from the server (allocated on first use)
 };
 
 using ServerConnPtr = std::unique_ptr<ServerConn>;
