@@ -10,7 +10,10 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 etcd-server etcd-client
   haproxy curl procps iproute2 bc
+  pgbouncer python3-psycopg2 nodejs
 )
+# npm: Debian's package, unless another nodejs build (e.g. NodeSource) already brings its own.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -42,5 +45,11 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
   systemctl disable etcd >/dev/null 2>&1 || true
+fi
+# Debian's pgbouncer starts a service on 6432 (the port `pgwarden up` gives its
+# proxy); bench/pooler.sh starts its own PgBouncer.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pgbouncer 2>/dev/null; then
+  systemctl stop pgbouncer || true
+  systemctl disable pgbouncer >/dev/null 2>&1 || true
 fi
 echo "install-deps: done"

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -229,7 +230,7 @@ Status StartEtcd(const LocalCluster& lc, const std::string& client_hostport) {
   return Timeout("etcd did not answer on " + client_hostport + " within 30 s; see " + lc.EtcdLog());
 }
 
-Status StartAgent(const LocalCluster& lc, const std::string& node) {
+Result<pid_t> StartAgent(const LocalCluster& lc, const std::string& node) {
   ProcessOptions o;
   o.log_file = lc.AgentLog(node);
   o.new_session = true;
@@ -238,7 +239,7 @@ Status StartAgent(const LocalCluster& lc, const std::string& node) {
   WriteFile(lc.AgentPidFile(node), std::to_string(*pid) + "\n",
             fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                 fs::perms::others_read);
-  return Status::Ok();
+  return *pid;
 }
 
 std::unique_ptr<dcs::EtcdDcs> ClientDcs(const config::Config& cfg) {
@@ -444,14 +445,21 @@ int UpCommand(int argc, char** argv, int first) {
       return kExitFailure;
     }
   }
+  // The agents by PID: checked with ProcessAlive, not by their command line,
+  // which reads empty while a just-spawned child is still in exec().
+  std::map<std::string, pid_t> agent_pids;
   for (const auto& n : node_cfgs) {
-    if (LivePid(lc.AgentPidFile(n.name), "pgwarden")) continue;
-    Status st = StartAgent(lc, n.name);
-    if (!st.ok()) {
-      std::cerr << "pgwarden up: cannot start the agent of " << n.name << ": " << st.message()
-                << "\n";
+    if (auto running = LivePid(lc.AgentPidFile(n.name), "pgwarden")) {
+      agent_pids[n.name] = *running;
+      continue;
+    }
+    auto pid = StartAgent(lc, n.name);
+    if (!pid.ok()) {
+      std::cerr << "pgwarden up: cannot start the agent of " << n.name << ": "
+                << pid.status().message() << "\n";
       return kExitFailure;
     }
+    agent_pids[n.name] = *pid;
   }
 
   auto dcs = ClientDcs(cfg);
@@ -469,7 +477,7 @@ int UpCommand(int argc, char** argv, int first) {
       }
     }
     for (const auto& n : node_cfgs) {
-      if (!LivePid(lc.AgentPidFile(n.name), "pgwarden")) {
+      if (!ProcessAlive(agent_pids[n.name])) {
         std::cerr << "pgwarden up: the agent of " << n.name << " exited; its log ("
                   << lc.AgentLog(n.name) << ") ends with:\n"
                   << LastLines(lc.AgentLog(n.name), 15);

@@ -20,9 +20,8 @@ using ::testing::HasSubstr;
 // ---------------------------------------------------------------- parsing
 
 TEST(ParseAdminCommandTest, ShowIsCaseInsensitiveWithOptionalSemicolon) {
-  for (const char* sql : {"SHOW POOLS", "show pools", "  Show\tPools ;", "SHOW POOLS;;",
-                          "\nshow\n  "
-                          "POOLS\n"}) {
+  for (const char* sql :
+       {"SHOW POOLS", "show pools", "  Show\tPools ;", "SHOW POOLS;;", "\nshow\n  POOLS\n"}) {
     AdminCommand c = ParseAdminCommand(sql);
     EXPECT_EQ(c.verb, AdminVerb::kShow) << sql;
     EXPECT_EQ(c.subject, "pools") << sql;

@@ -730,7 +730,11 @@ void ClientSession::AttachServer(ServerConnPtr server) {
     }
     server_->socket = std::make_unique<asio::ip::tcp::socket>(worker_.ioc());
     boost::system::error_code ec;
-    server_->socket->assign(asio::ip::tcp::v4(), fd, ec);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    bool v6 =
+        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family == AF_INET6;
+    server_->socket->assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
     server_->home = worker_.index();
   }
   SetState(ClientState::kActive);
@@ -793,6 +797,8 @@ void ClientSession::ReleaseServer(bool broken) {
   }
   pending_.clear();
   pending_names_.clear();
+  synth_errors_.clear();
+  c_drop_ = c_skip_until_sync_ = false;
   syncs_ = 0;
   c_skip_ = s_skip_ = 0;
   s_drop_ = false;
@@ -816,7 +822,7 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
   while (!data.empty() && state_ == ClientState::kActive) {
     if (c_skip_ > 0) {
       size_t n = std::min(c_skip_, data.size());
-      srv_out_.append(data.substr(0, n));
+      if (!c_drop_) srv_out_.append(data.substr(0, n));
       data.remove_prefix(n);
       c_skip_ -= n;
       continue;
@@ -834,14 +840,33 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
     }
     pgwire::Header h;
     if (pgwire::DecodeHeader(msg, max, &h) != pgwire::DecodeStatus::kReady) {
-      FailFatal("08P01", h.length > max ? "message too large (over proxy.max_packet_size)"
-                                        : "invalid message from client");
+      uint32_t len = (uint32_t{static_cast<uint8_t>(msg[1])} << 24) |
+                     (uint32_t{static_cast<uint8_t>(msg[2])} << 16) |
+                     (uint32_t{static_cast<uint8_t>(msg[3])} << 8) | static_cast<uint8_t>(msg[4]);
+      FailFatal("08P01", len > max ? "message too large (" + std::to_string(len) +
+                                         " bytes, over proxy.max_packet_size)"
+                                   : std::string("invalid message from client"));
       return;
     }
     if (!ValidFrontendType(h.type) || h.type == 'p') {
       FailFatal("08P01", std::string("unknown or unexpected message type '") + h.type + "'");
       return;
     }
+    c_drop_ = false;
+    if (c_skip_until_sync_ && h.type != 'S' && h.type != 'X') {
+      // After an error we made up, the protocol skips everything until Sync.
+      c_drop_ = true;
+      if (partial) {
+        c_partial_.clear();
+        c_skip_ = h.body_size();
+      } else {
+        size_t n = std::min(h.wire_size(), data.size());
+        data.remove_prefix(n);
+        c_skip_ = h.wire_size() - n;
+      }
+      continue;
+    }
+    if (h.type == 'S') c_skip_until_sync_ = false;
     bool whole =
         h.type == 'X' || (pool_->mode() == PoolMode::kTransaction &&
                           (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C'));
@@ -929,6 +954,17 @@ bool ClientSession::HandleWholeClientMessage(const pgwire::Header& h, std::strin
         srv_out_.append(msg);
         pending_.push_back(Pending::kParse);
         pending_names_.emplace_back();
+        return true;
+      }
+      if (statements_.count(std::string(name))) {
+        // As PostgreSQL: the first definition stays, the Parse fails.
+        std::string err;
+        pgwire::AppendErrorResponse(
+            err, "ERROR", "42P05",
+            "prepared statement \"" + std::string(name) + "\" already exists");
+        synth_errors_.push_back(std::move(err));
+        pending_.push_back(Pending::kSynthError);
+        c_skip_until_sync_ = true;
         return true;
       }
       Statement st{StatementName(tail), std::string(tail)};
@@ -1023,12 +1059,16 @@ void ClientSession::EnsurePrepared(const Statement& st) {
 
 void ClientSession::EmitSynthetic() {
   while (!pending_.empty()) {
-    if (pending_.front() == Pending::kSynthParse)
+    if (pending_.front() == Pending::kSynthParse) {
       pgwire::AppendParseComplete(out_);
-    else if (pending_.front() == Pending::kSynthClose)
+    } else if (pending_.front() == Pending::kSynthClose) {
       pgwire::AppendCloseComplete(out_);
-    else
+    } else if (pending_.front() == Pending::kSynthError && !synth_errors_.empty()) {
+      out_.append(synth_errors_.front());
+      synth_errors_.pop_front();
+    } else {
       return;
+    }
     pending_.pop_front();
   }
 }
@@ -1042,6 +1082,7 @@ void ClientSession::OnServerError() {
          pending_.front() != Pending::kQuery && pending_.front() != Pending::kSwallowQuery) {
     Pending p = pending_.front();
     pending_.pop_front();
+    if (p == Pending::kSynthError && !synth_errors_.empty()) synth_errors_.pop_front();
     if (p == Pending::kParse || p == Pending::kSwallowParse) {
       if (!pending_names_.empty()) {
         if (!pending_names_.front().empty()) server_->prepared.erase(pending_names_.front());

@@ -50,6 +50,7 @@ enum class Pending : uint8_t {
   kSynthClose,    // Close of a statement kept in the server cache: send CloseComplete
   kSwallowParse,  // Parse we injected: drop its ParseComplete
   kSwallowQuery,  // query we injected (SET, reset): drop everything up to ReadyForQuery
+  kSynthError,    // an error we answer ourselves (e.g. a statement name already in use)
 };
 
 // One client connection, owned by shared_ptr (its handlers hold it); touched
@@ -150,7 +151,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Framing state per direction: bytes of the current message still to pass
   // through, and the start of a message split across reads.
   size_t c_skip_ = 0, s_skip_ = 0;
-  bool s_drop_ = false;  // the message being skipped is swallowed, not forwarded
+  bool s_drop_ = false;             // the message being skipped is swallowed, not forwarded
+  bool c_drop_ = false;             // the client message being skipped is dropped, not forwarded
+  bool c_skip_until_sync_ = false;  // after a made-up error, until the client's Sync
+  std::deque<std::string> synth_errors_;  // ErrorResponses of kSynthError items
   std::string c_partial_, s_partial_;
   bool release_ready_ = false;
   TimePoint xact_start_{};

@@ -2,6 +2,7 @@
 #include "proxy/proxy.h"
 
 #include <openssl/rand.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <sstream>
@@ -13,7 +14,6 @@ namespace pgwarden::proxy {
 namespace asio = boost::asio;
 namespace {
 constexpr const char* kLog = "proxy";
-using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 }  // namespace
 
 // ---------------------------------------------------------------- Worker
@@ -33,7 +33,6 @@ Status Worker::Listen(const config::HostPort& at) {
   acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(ioc_);
   acceptor_->open(ep.protocol(), ec);
   if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_->set_option(ReusePort(true), ec);
   if (!ec) acceptor_->bind(ep, ec);
   if (!ec) acceptor_->listen(4096, ec);
   if (ec) return IoError("cannot listen on " + at.ToString() + ": " + ec.message());
@@ -42,10 +41,30 @@ Status Worker::Listen(const config::HostPort& at) {
 
 void Worker::Accept() {
   if (!acceptor_ || !acceptor_->is_open()) return;
+  // One listening socket (no SO_REUSEPORT: a second proxy on the same port
+  // must fail to start, not silently share the clients); accepted
+  // connections are dealt to the workers in turn.
   acceptor_->async_accept(ioc_, [this](boost::system::error_code ec, asio::ip::tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec && !proxy_.shutting_down()) {
-      std::make_shared<ClientSession>(*this, std::move(s))->Start();
+      Worker& target = proxy_.worker(next_worker_++ % proxy_.worker_count());
+      if (&target == this) {
+        std::make_shared<ClientSession>(*this, std::move(s))->Start();
+      } else {
+        boost::system::error_code pe;
+        auto proto = s.local_endpoint(pe).protocol();
+        int fd = s.release();
+        asio::post(target.ioc(), [&target, fd, proto] {
+          asio::ip::tcp::socket sock(target.ioc());
+          boost::system::error_code e;
+          sock.assign(proto, fd, e);
+          if (e) {
+            ::close(fd);
+            return;
+          }
+          std::make_shared<ClientSession>(target, std::move(sock))->Start();
+        });
+      }
     } else if (ec) {
       LOG_WARN(kLog, "accept: " << ec.message());
     }
@@ -104,10 +123,8 @@ Status Proxy::Start() {
   }
   int n = cfg_.workers > 0 ? cfg_.workers
                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 0; i < n; ++i) {
-    workers_.push_back(std::make_unique<Worker>(*this, i));
-    PGW_RETURN_IF_ERROR(workers_.back()->Listen(cfg_.listen));
-  }
+  for (int i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i));
+  PGW_RETURN_IF_ERROR(workers_[0]->Listen(cfg_.listen));
   if (cfg_.metrics_listen) {
     net::HttpServerOptions o;
     o.host = cfg_.metrics_listen->host;

@@ -57,8 +57,6 @@ class Worker {
   Proxy& proxy() { return proxy_; }
   // Scratch buffer for reads on this thread (never held across waits).
   std::string& scratch() { return scratch_; }
-  // Output staging buffers reused across messages on this thread.
-  std::string& stage() { return stage_; }
 
   Status Listen(const config::HostPort& at);
   void Start();
@@ -74,7 +72,7 @@ class Worker {
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
   std::thread thread_;
   std::string scratch_;
-  std::string stage_;
+  unsigned next_worker_ = 0;  // round robin of accepted connections (worker 0 only)
 };
 
 // Owns everything; Run() blocks until shutdown.

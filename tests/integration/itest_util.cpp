@@ -379,8 +379,9 @@ std::string LocalClusterGuard::Logs(int lines) const {
 }
 
 void LocalClusterGuard::KillLeftovers() const {
-  // Agents first (so none restarts its PostgreSQL), then postmasters, then etcd.
+  // The proxy and the agents first (so none restarts its PostgreSQL), then postmasters, then etcd.
   std::vector<std::pair<std::string, std::string>> files;  // pid file, expected in cmdline
+  files.emplace_back(dir_ + "/proxy.pid", "pgwarden");     // the proxy `up` starts
   for (const auto& n : Nodes()) files.emplace_back(dir_ + "/" + n + "/agent.pid", "pgwarden");
   for (const auto& n : Nodes()) {
     files.emplace_back(dir_ + "/" + n + "/data/postmaster.pid", "postgres");

@@ -1,4 +1,5 @@
-// The proxy with real clients: psql, pgbench, libpq, node-postgres, psycopg2; session parameters and abandoned transactions.
+// The proxy with real clients: psql, pgbench, libpq, node-postgres, psycopg2; session parameters
+// and abandoned transactions.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -41,7 +42,7 @@ class ProxyEnv : public ::testing::Environment {
     setup = proxy->Start(tmp->path(), backend->pg_port(), o);
   }
   void TearDown() override {
-    proxy.reset();  // stops the proxy by PID
+    proxy.reset();    // stops the proxy by PID
     backend.reset();  // pgwarden down, then leftovers by PID
     tmp.reset();
   }
@@ -91,9 +92,10 @@ class ProxyClientsTest : public ::testing::Test {
 // --- psql ----------------------------------------------------------------------
 
 TEST_F(ProxyClientsTest, PsqlQueryReturnsTheRow) {
-  CommandResult r = Run({"/usr/bin/psql", proxy_->Conninfo(), "-X", "-At", "-v", "ON_ERROR_STOP=1",
-                         "-c", "SELECT 40 + 2, 'through ' || 'the proxy'"},
-                        30s);
+  CommandResult r =
+      itest::Run({"/usr/bin/psql", proxy_->Conninfo(), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c",
+                  "SELECT 40 + 2, 'through ' || 'the proxy'"},
+                 30s);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, "42|through the proxy\n");
 }
@@ -105,9 +107,9 @@ TEST_F(ProxyClientsTest, PsqlScriptKeepsItsSetApplicationName) {
                         "SELECT 1;\n"
                         "BEGIN;\nSELECT 2;\nCOMMIT;\n"
                         "SELECT current_setting('application_name');\n"));
-  CommandResult r = Run(
-      {"/usr/bin/psql", proxy_->Conninfo("pool1"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", script},
-      30s);
+  CommandResult r = itest::Run({"/usr/bin/psql", proxy_->Conninfo("pool1"), "-X", "-At", "-v",
+                                "ON_ERROR_STOP=1", "-f", script},
+                               30s);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.out, ::testing::EndsWith("set_by_psql\n")) << r.Describe();
 }
@@ -142,8 +144,8 @@ TEST_F(ProxyClientsTest, ApplicationNameStaysWithItsClientOnAPoolOfOne) {
 // A client that goes away inside a transaction must not hand that transaction
 // to the next client of the pool: `how` is "terminate" (libpq's Terminate
 // message) or "reset" (the socket shut down with nothing said).
-void CheckAbandonedTransaction(ProxyProcess& proxy, ProxyBackend& backend,
-                               const std::string& how, const std::string& table) {
+void CheckAbandonedTransaction(ProxyProcess& proxy, ProxyBackend& backend, const std::string& how,
+                               const std::string& table) {
   ASSERT_TRUE(QueryOnce(backend.DirectConninfo(), "CREATE TABLE " + table + " (id int)").ok());
   std::string err;
   PqConn a = OpenPq(proxy.Conninfo("pool1"), &err);
@@ -161,9 +163,8 @@ void CheckAbandonedTransaction(ProxyProcess& proxy, ProxyBackend& backend,
   PqConn b = OpenPq(proxy.Conninfo("pool1"), &err);
   ASSERT_TRUE(b) << err;
   // The same pool of one: B's statement must run outside any transaction.
-  PqOutcome state =
-      PqExec(b.get(),
-             "SELECT txid_current_if_assigned() IS NULL AND now() = statement_timestamp()");
+  PqOutcome state = PqExec(
+      b.get(), "SELECT txid_current_if_assigned() IS NULL AND now() = statement_timestamp()");
   ASSERT_TRUE(state.ok) << state.error;
   EXPECT_EQ(state.value, "t") << "the next client inherited the abandoned transaction";
   PqOutcome count = PqExec(b.get(), "SELECT count(*) FROM " + table);
@@ -174,14 +175,15 @@ void CheckAbandonedTransaction(ProxyProcess& proxy, ProxyBackend& backend,
   EXPECT_NE(status.value, "committed");
   b.reset();
   // Directly on PostgreSQL: the row never committed, no backend of app idles in a transaction.
-  EXPECT_EQ(QueryValue(backend.DirectConninfo(), "SELECT count(*) FROM " + table).value_or("?"),
-            "0");
-  EXPECT_TRUE(WaitFor([&] {
-    auto v = QueryValue(backend.superuser_conninfo(),
-                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND "
-                        "state LIKE 'idle in transaction%'");
-    return v.ok() && *v == "0";
-  }, 5s));
+  EXPECT_EQ(ValueOr(QueryValue(backend.DirectConninfo(), "SELECT count(*) FROM " + table)), "0");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto v = QueryValue(backend.superuser_conninfo(),
+                            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND "
+                            "state LIKE 'idle in transaction%'");
+        return v.ok() && *v == "0";
+      },
+      5s));
 }
 
 TEST_F(ProxyClientsTest, ClientTerminatingInsideATransactionLeavesNoTransactionBehind) {
@@ -209,8 +211,8 @@ class ProxyPgbenchTest : public ProxyClientsTest,
     if (HasFatalFailure()) return;
     static CommandResult* init = nullptr;  // once for all cases, directly on PostgreSQL
     if (init == nullptr) {
-      init = new CommandResult(
-          Run({"/usr/bin/pgbench", "-i", "-q", "-s", "1", backend_->DirectConninfo()}, 120s));
+      init = new CommandResult(itest::Run(
+          {"/usr/bin/pgbench", "-i", "-q", "-s", "1", backend_->DirectConninfo()}, 120s));
     }
     ASSERT_EQ(init->exit_code, 0) << init->Describe();
   }
@@ -218,10 +220,10 @@ class ProxyPgbenchTest : public ProxyClientsTest,
 
 TEST_P(ProxyPgbenchTest, RunsThreeSecondsWithoutFailures) {
   const PgbenchCase& c = GetParam();
-  CommandResult r = Run({"/usr/bin/pgbench", "-n", "-T", "3", "-M", c.protocol, "-c",
-                         std::to_string(c.clients), "-j", std::to_string(c.threads),
-                         proxy_->Conninfo(c.db)},
-                        60s);
+  CommandResult r = itest::Run(
+      {"/usr/bin/pgbench", "-n", "-T", "3", "-M", c.protocol, "-c", std::to_string(c.clients), "-j",
+       std::to_string(c.threads), proxy_->Conninfo(c.db)},
+      60s);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.out, HasSubstr("number of failed transactions: 0 ")) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex("\ntps = [0-9]+\\.[0-9]+"))) << r.out;
@@ -237,8 +239,8 @@ INSTANTIATE_TEST_SUITE_P(
                       PgbenchCase{"session", "extended", 8, 2},
                       PgbenchCase{"session", "prepared", 8, 8}),
     [](const auto& info) {
-      return std::string(info.param.db == std::string("bench") ? "Transaction" : "Session") +
-             "_" + info.param.protocol;
+      return std::string(info.param.db == std::string("bench") ? "Transaction" : "Session") + "_" +
+             info.param.protocol;
     });
 
 // --- libpq ------------------------------------------------------------------------
@@ -254,8 +256,8 @@ TEST_F(ProxyClientsTest, LibpqExtendedQueryWithParameters) {
   EXPECT_EQ(o.value, "forty-42");
   // NULL parameter and a type from the server's inference.
   const char* nulls[] = {nullptr};
-  PqResult n(PQexecParams(c.get(), "SELECT $1::int IS NULL", 1, nullptr, nulls, nullptr, nullptr,
-                          0));
+  PqResult n(
+      PQexecParams(c.get(), "SELECT $1::int IS NULL", 1, nullptr, nulls, nullptr, nullptr, 0));
   EXPECT_EQ(Outcome(c.get(), n.get()).value, "t");
 }
 
@@ -350,9 +352,9 @@ TEST_F(ProxyClientsTest, NodePostgresParameterizedAndNamedPreparedQueries) {
   if (access(npm.c_str(), X_OK) != 0) GTEST_SKIP() << "npm is not installed";
   std::string dir = tmp_->Sub("node");
   ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
-  CommandResult install = Run({npm, "install", "--prefix", dir, "--no-audit", "--no-fund",
-                               "--loglevel=error", "pg@8"},
-                              180s);
+  CommandResult install = itest::Run(
+      {npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error", "pg@8"},
+      180s);
   if (install.exit_code != 0) GTEST_SKIP() << "npm install pg failed: " << install.Describe();
   std::string script = dir + "/check.js";
   ASSERT_TRUE(WriteFile(script, R"JS(
@@ -377,7 +379,7 @@ const pool = new Pool({
   o.cwd = dir;
   o.env = {"PGW_PORT=" + std::to_string(proxy_->port()), std::string("PGW_USER=") + kAppUser,
            std::string("PGW_PASSWORD=") + kAppPassword, "NODE_PATH=" + dir + "/node_modules"};
-  CommandResult r = Run({"/usr/bin/node", script}, 60s, o);
+  CommandResult r = itest::Run({"/usr/bin/node", script}, 60s, o);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.out, HasSubstr("sum=42 word=hi"));
   EXPECT_THAT(r.out, HasSubstr("prepared_ok=20"));
@@ -388,7 +390,7 @@ const pool = new Pool({
 TEST_F(ProxyClientsTest, Psycopg2ExecuteCommitFetch) {
   std::string python;
   for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-    if (access(p, X_OK) == 0 && Run({p, "-c", "import psycopg2"}, 30s).exit_code == 0) {
+    if (access(p, X_OK) == 0 && itest::Run({p, "-c", "import psycopg2"}, 30s).exit_code == 0) {
       python = p;
       break;
     }
@@ -414,12 +416,11 @@ conn.close()
   ProcessOptions o;
   o.env = {"PGW_PORT=" + std::to_string(proxy_->port()), std::string("PGW_USER=") + kAppUser,
            std::string("PGW_PASSWORD=") + kAppPassword};
-  CommandResult r = Run({python, script}, 60s, o);
+  CommandResult r = itest::Run({python, script}, 60s, o);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, "[('a', 1), (\"b's\", 2)]\n42\n");
   // Committed: visible directly on PostgreSQL.
-  EXPECT_EQ(QueryValue(backend_->DirectConninfo(), "SELECT count(*) FROM py_items").value_or("?"),
-            "2");
+  EXPECT_EQ(ValueOr(QueryValue(backend_->DirectConninfo(), "SELECT count(*) FROM py_items")), "2");
 }
 
 }  // namespace

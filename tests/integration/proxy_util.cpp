@@ -1,4 +1,5 @@
-// Helpers for the proxy integration tests: a one-node cluster with an application role, a running `pgwarden proxy`, raw protocol sockets.
+// Helpers for the proxy integration tests: a one-node cluster with an application role, a running
+// `pgwarden proxy`, raw protocol sockets.
 #include "proxy_util.h"
 
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "pg/controller.h"
 
@@ -36,6 +38,20 @@ rlim_t RaiseFileLimit(rlim_t want) {
 
 Status ProxyBackend::Start() {
   CommandResult up = cluster_.Up({"--nodes", "1"});
+  if (up.exit_code != 0) {
+    // `up` sometimes reports a just-spawned agent as exited while it is alive
+    // (seen under load with several clusters starting at once): note what
+    // really happened, then start over once.
+    pid_t agent = cluster_.AgentPid("node1");
+    std::this_thread::sleep_for(1s);
+    bool alive = agent > 0 && ProcessAlive(agent);
+    std::fprintf(stderr,
+                 "[itest] pgwarden up failed (agent pid %d %s a second later); retrying:\n%s\n",
+                 static_cast<int>(agent), alive ? "ALIVE" : "gone", up.Describe().c_str());
+    cluster_.Down();
+    cluster_.KillLeftovers();
+    up = cluster_.Up({"--nodes", "1"});
+  }
   if (up.exit_code != 0) return IoError(up.Describe() + "\n" + cluster_.Logs());
   try {
     node_ = cluster_.Node("node1");
@@ -46,15 +62,15 @@ Status ProxyBackend::Start() {
   if (!ready) return IoError("PostgreSQL of node1 does not answer\n" + cluster_.Logs());
   auto conn = Connect(node_.pg_conninfo);
   if (!conn.ok()) return conn.status();
-  std::string sql = "CREATE ROLE " + std::string(kAppUser) + " LOGIN CREATEDB PASSWORD " +
-                    pg::QuoteLiteral(kAppPassword) + "; GRANT CREATE ON SCHEMA public TO " +
-                    kAppUser;
-  return (*conn)->Exec(sql);
+  Status st = (*conn)->Exec("CREATE ROLE " + std::string(kAppUser) + " LOGIN CREATEDB PASSWORD " +
+                            pg::QuoteLiteral(kAppPassword));
+  if (!st.ok()) return st;
+  return (*conn)->Exec("GRANT CREATE ON SCHEMA public TO " + std::string(kAppUser));
 }
 
 std::string ProxyBackend::DirectConninfo(const std::string& extra) const {
-  std::string ci = "host=127.0.0.1 port=" + std::to_string(node_.pg_port) +
-                   " user=" + kAppUser + " password=" + pg::QuoteConninfoValue(kAppPassword) +
+  std::string ci = "host=127.0.0.1 port=" + std::to_string(node_.pg_port) + " user=" + kAppUser +
+                   " password=" + pg::QuoteConninfoValue(kAppPassword) +
                    " dbname=postgres connect_timeout=5";
   return extra.empty() ? ci : ci + " " + extra;
 }
@@ -88,7 +104,7 @@ Status ProxyProcess::Start(const std::string& dir, uint16_t pg_port, const Proxy
     return IoError("cannot write " + userlist);
   std::ostringstream y;
   y << "scope: proxy-itest\n"
-    << "log_level: info\n"
+    << "log:\n  level: info\n"
     << "proxy:\n"
     << "  listen: 127.0.0.1:" << port_ << "\n"
     << "  workers: " << opts.workers << "\n"
@@ -149,6 +165,10 @@ std::string ProxyProcess::Log(int lines) const {
   std::string out = "=== " + log_path_ + "\n";
   for (size_t i = from; i < all.size(); ++i) out += "    " + all[i] + "\n";
   return out;
+}
+
+std::string ValueOr(const Result<std::string>& r, const std::string& fallback) {
+  return r.ok() ? *r : fallback + " (" + r.status().ToString() + ")";
 }
 
 // --- Raw libpq ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-// Helpers for the proxy integration tests: a one-node cluster with an application role, a running `pgwarden proxy`, raw protocol sockets.
+// Helpers for the proxy integration tests: a one-node cluster with an application role, a running
+// `pgwarden proxy`, raw protocol sockets.
 #pragma once
 
 #include <sys/resource.h>
@@ -50,10 +51,10 @@ class ProxyBackend {
 
 // One entry of proxy.databases.
 struct ProxyDatabase {
-  std::string name;         // what clients ask for
-  std::string dbname;       // on the server ("" : same as name)
-  int pool_size = 0;        // 0: default_pool_size
-  std::string pool_mode;    // "" : the proxy's pool_mode
+  std::string name;       // what clients ask for
+  std::string dbname;     // on the server ("" : same as name)
+  int pool_size = 0;      // 0: default_pool_size
+  std::string pool_mode;  // "" : the proxy's pool_mode
 };
 
 // What the proxy YAML says beyond listen/auth, which ProxyProcess fills in.
@@ -101,6 +102,9 @@ class ProxyProcess {
   std::string log_path_;
 };
 
+// The value, or `fallback` with the error appended when `r` failed.
+std::string ValueOr(const Result<std::string>& r, const std::string& fallback = "?");
+
 // --- Raw libpq ----------------------------------------------------------------------
 
 struct PqFinish {
@@ -141,7 +145,7 @@ int ConnectTcp(uint16_t port);
 bool SendAll(int fd, const std::string& bytes);
 // What ReadUntilClosed saw.
 struct ReadOutcome {
-  std::string bytes;  // everything read
+  std::string bytes;    // everything read
   bool closed = false;  // EOF or reset seen before the timeout
   std::chrono::milliseconds elapsed{0};
 };
