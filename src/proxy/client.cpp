@@ -364,6 +364,7 @@ void ClientSession::FinishClose() {
   if (server_) ReleaseServer(!ServerIdleAndClean());
   SetState(ClientState::kClosed);
   if (login_timer_) login_timer_->cancel();
+  message_timer_.reset();
   boost::system::error_code ec;
   sock_.shutdown(asio::socket_base::shutdown_both, ec);
   sock_.close(ec);
@@ -658,6 +659,7 @@ void ClientSession::HandleClientData(std::string_view data) {
   }
   if (server_) {
     ProcessClientBytes(data);
+    WatchIncompleteMessage();
     return;
   }
   // No server yet: keep the bytes and get one.
@@ -752,6 +754,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   in_.clear();
   in_.shrink_to_fit();
   if (!pending_in.empty()) ProcessClientBytes(pending_in);
+  WatchIncompleteMessage();
   FlushServer();
   WaitServerReadable();
   if (srv_out_.empty()) ResumeClient();
@@ -799,6 +802,7 @@ void ClientSession::ReleaseServer(bool broken) {
   pending_names_.clear();
   synth_errors_.clear();
   c_drop_ = c_skip_until_sync_ = false;
+  message_timer_.reset();
   syncs_ = 0;
   c_skip_ = s_skip_ = 0;
   s_drop_ = false;
@@ -815,6 +819,25 @@ void ClientSession::MaybeReleaseServer() {
     release_ready_ = true;
   }
   if (state_ == ClientState::kClosing && pending_.empty()) release_ready_ = true;
+}
+
+void ClientSession::WatchIncompleteMessage() {
+  bool incomplete = server_ && (c_skip_ > 0 || !c_partial_.empty());
+  if (!incomplete) {
+    if (message_timer_) message_timer_.reset();  // cancels; the handler sees the abort
+    return;
+  }
+  // Progress restarts the clock: a large message on a slow link is fine, a
+  // sender that stalls mid-message while holding a server is not.
+  if (!message_timer_) message_timer_ = std::make_unique<asio::steady_timer>(worker_.ioc());
+  message_timer_->expires_after(proxy_.config().client_message_timeout);
+  message_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->state_ != ClientState::kActive) return;
+    if (self->c_skip_ == 0 && self->c_partial_.empty()) return;
+    self->FailFatal("08P01",
+                    "the client left a message unfinished for longer than "
+                    "proxy.client_message_timeout");
+  });
 }
 
 void ClientSession::ProcessClientBytes(std::string_view data) {

@@ -110,6 +110,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void ReleaseServer(bool broken);
   void HandleAdminQuery(std::string_view sql);
   bool ServerIdleAndClean() const;
+  // Arms or disarms the slow-sender timer after client bytes were handled.
+  void WatchIncompleteMessage();
 
   Worker& worker_;
   Proxy& proxy_;
@@ -117,6 +119,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::shared_ptr<ClientInfo> info_;
   ClientState state_ = ClientState::kStartup;
   std::unique_ptr<boost::asio::steady_timer> login_timer_;
+  std::unique_ptr<boost::asio::steady_timer> message_timer_;  // only for slow senders
 
   static constexpr size_t kBigBuffer = 16 * 1024;
   char small_[128];              // reads of an idle or quiet client

@@ -302,6 +302,8 @@ class Parser {
         Duration(v, p, &out_.query_wait_timeout);
       else if (k == "client_login_timeout")
         Duration(v, p, &out_.client_login_timeout);
+      else if (k == "client_message_timeout")
+        Duration(v, p, &out_.client_message_timeout);
       else if (k == "server_connect_timeout")
         Duration(v, p, &out_.server_connect_timeout);
       else if (k == "shutdown_timeout")

@@ -74,6 +74,9 @@ struct ProxyConfig {
   Seconds server_idle_timeout{600 * 1000};
   Seconds query_wait_timeout{120 * 1000};
   Seconds client_login_timeout{60 * 1000};
+  // A client that leaves a protocol message unfinished (while holding a
+  // server connection) with no progress for this long is disconnected.
+  Seconds client_message_timeout{30 * 1000};
   Seconds server_connect_timeout{15 * 1000};
   Seconds shutdown_timeout{30 * 1000};  // SIGTERM: how long transactions may finish
   std::string server_reset_query = "DISCARD ALL";

@@ -25,6 +25,7 @@ class ProxyBadInputTest : public ::testing::Test {
     o.default_pool_size = 2;
     o.client_login_timeout = "2s";
     o.max_packet_size = "1MB";
+    o.client_message_timeout = "2s";
     *setup_ = proxy_->Start(tmp_->path(), backend_->pg_port(), o);
   }
   static void TearDownTestSuite() {
@@ -203,6 +204,19 @@ TEST_F(ProxyBadInputTest, MessageOverMaxPacketSizeIsRejected) {
   auto f = FirstError(r.bytes);
   EXPECT_EQ(f['C'], "08P01");
   EXPECT_THAT(f['M'], HasSubstr("too large"));
+}
+
+TEST_F(ProxyBadInputTest, SenderStallingMidMessageIsClosedAfterTheMessageTimeout) {
+  // 'Q' announcing 100 bytes of which 10 arrive: the proxy lends this client a
+  // server, then gives up after client_message_timeout (2 s) without progress.
+  auto start = std::chrono::steady_clock::now();
+  ReadOutcome r = AfterLogin(*proxy_, "Q" + Int32(104) + std::string(10, 'x'));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(r.closed) << "the proxy kept the connection open";
+  auto f = FirstError(r.bytes);
+  EXPECT_EQ(f['C'], "08P01");
+  EXPECT_THAT(f['M'], HasSubstr("unfinished"));
+  EXPECT_GE(waited, std::chrono::milliseconds(1500)) << "closed before the timeout";
 }
 
 TEST_F(ProxyBadInputTest, MessageJustUnderMaxPacketSizeIsServed) {

@@ -114,6 +114,7 @@ Status ProxyProcess::Start(const std::string& dir, uint16_t pg_port, const Proxy
     << "  auth_file: " << userlist << "\n"
     << "  admin_users: [postgres]\n"
     << "  client_login_timeout: " << opts.client_login_timeout << "\n"
+    << "  client_message_timeout: " << opts.client_message_timeout << "\n"
     << "  query_wait_timeout: " << opts.query_wait_timeout << "\n";
   if (!opts.max_packet_size.empty()) y << "  max_packet_size: " << opts.max_packet_size << "\n";
   std::vector<ProxyDatabase> dbs = opts.databases;

@@ -63,6 +63,7 @@ struct ProxyOptions {
   int default_pool_size = 20;
   std::string pool_mode = "transaction";
   std::string client_login_timeout = "60s";
+  std::string client_message_timeout = "30s";
   std::string max_packet_size;  // "" : the default
   std::string query_wait_timeout = "120s";
   // The userlist.txt value for `app`: the plain password by default.

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+# Writes the seed inputs of fuzz/corpus/ (run from anywhere; overwrites them).
+#
+# Each seed is <sub-target byte> <parameter byte> <payload>, as read by
+# LLVMFuzzerTestOneInput in pgwire_fuzz.cpp. The SCRAM seeds use the
+# harness's fixed credential, so that one of them is a complete valid exchange.
+import base64
+import hashlib
+import hmac
+import os
+import struct
+
+STREAM, STARTUP, ERROR_FIELDS, SCRAM, SECRET, USERLIST, READERS, BASE64 = range(8)
+MAX_1024 = 11  # index of 1024 in kMaxLengths
+MAX_4096 = 12  # index of 4096 in kMaxLengths
+
+PASSWORD = b"fuzz-password"
+SALT = b"pgwarden-fuzzing"
+ITERATIONS = 4096
+SERVER_NONCE = "FuzzServerNonce0123456789"
+
+
+def typed(kind, body):
+    return kind + struct.pack("!I", 4 + len(body)) + body
+
+
+def cstr(s):
+    return s + b"\0"
+
+
+def startup(params):
+    body = struct.pack("!I", 196608) + b"".join(cstr(k) + cstr(v) for k, v in params) + b"\0"
+    return struct.pack("!I", 4 + len(body)) + body
+
+
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+salted = hashlib.pbkdf2_hmac("sha256", PASSWORD, SALT, ITERATIONS)
+client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+stored_key = hashlib.sha256(client_key).digest()
+server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+secret = f"SCRAM-SHA-256${ITERATIONS}:{b64(SALT)}${b64(stored_key)}:{b64(server_key)}"
+
+client_first = "n,,n=,r=abc"
+server_first = f"r=abc{SERVER_NONCE},s={b64(SALT)},i={ITERATIONS}"
+without_proof = f"c={b64(b'n,,')},r=abc{SERVER_NONCE}"
+auth_message = f"{client_first[3:]},{server_first},{without_proof}".encode()
+proof = bytes(a ^ b for a, b in
+              zip(client_key, hmac.new(stored_key, auth_message, hashlib.sha256).digest()))
+client_final = f"{without_proof},p={b64(proof)}"
+
+md5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
+
+seeds = {
+    "stream-query": bytes([STREAM, MAX_1024]) + typed(b"Q", cstr(b"select 1")),
+    "stream-extended": bytes([STREAM, MAX_1024]) +
+    typed(b"P", cstr(b"s1") + cstr(b"select $1::int") + struct.pack("!hi", 1, 23)) +
+    typed(b"B", cstr(b"") + cstr(b"s1") + struct.pack("!hhh", 1, 0, 1) + struct.pack("!i", 2) +
+          b"42" + struct.pack("!h", 0)) +
+    typed(b"E", cstr(b"") + struct.pack("!i", 0)) +
+    typed(b"S", b""),
+    "stream-backend-error": bytes([STREAM, MAX_4096]) +
+    typed(b"E", b"SERROR\0VERROR\0C42P01\0Mrelation \"t\" does not exist\0\0") +
+    typed(b"Z", b"I"),
+    "startup-v3": bytes([STARTUP, MAX_4096]) +
+    startup([(b"user", b"alice"), (b"database", b"app"), (b"application_name", b"psql")]),
+    "startup-sslrequest": bytes([STARTUP, MAX_4096]) + struct.pack("!II", 8, 80877103),
+    "startup-cancel": bytes([STARTUP, MAX_4096]) + struct.pack("!IIii", 16, 80877102, 4242, -7),
+    "errorfields": bytes([ERROR_FIELDS, 0]) + b"SERROR\0C42P01\0Mrelation does not exist\0\0",
+    "scram-client-first": bytes([SCRAM, 0]) + client_first.encode(),
+    "scram-exchange-valid": bytes([SCRAM, 0]) + f"{client_first}\0{client_final}".encode(),
+    "scram-final-with-harness-proof": bytes([SCRAM, 1]) +
+    f"{client_first}\0{without_proof}".encode(),
+    "secret": bytes([SECRET, 0]) + secret.encode(),
+    "userlist": bytes([USERLIST, 0]) +
+    f'"alice" "{md5}"\n; a comment\n"bob" "{secret}"\n"carol" "pl""ain" trailing\n'.encode(),
+    "readers": bytes([READERS, 0]) + cstr(b"name") + struct.pack("!hi", 2, 7),
+    "base64": bytes([BASE64, 3]) + b"cGd3YXJkZW4=",
+}
+
+corpus = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+os.makedirs(corpus, exist_ok=True)
+for name, data in seeds.items():
+    with open(os.path.join(corpus, name), "wb") as f:
+        f.write(data)
