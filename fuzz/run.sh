@@ -4,7 +4,7 @@
 # Usage: fuzz/run.sh [SECONDS]   (default 30)
 # Exits non-zero when libFuzzer finds a crash, a timeout or a leak, and prints
 # the reproducer (path and hex); re-run it with: build/fuzz/pgwire_fuzz <file>.
-# Environment: FUZZ_BUILD_DIR (default <repo>/build/fuzz), CXX (default clang++).
+# Environment: FUZZ_BUILD_DIR (default <repo>/build/fuzz), FUZZ_CXX (default clang++).
 # No network; one compiler invocation; nothing is left running.
 set -euo pipefail
 
@@ -15,7 +15,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || ((seconds < 1)); then
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
-cxx=${CXX:-clang++}
+cxx=${FUZZ_CXX:-clang++}
 bin=$build/pgwire_fuzz
 mkdir -p "$build"
 
@@ -54,7 +54,7 @@ fuzzer_pid=
 cleanup() {
   if [[ -n "$fuzzer_pid" ]]; then kill "$fuzzer_pid" 2>/dev/null || true; fi
 }
-trap 'cleanup; exit 130' INT TERM
+trap 'cleanup; rm -rf "$work"; exit 130' INT TERM
 trap cleanup EXIT
 # -max_total_time bounds the run; `timeout` is the backstop if it hangs.
 # ASAN_OPTIONS: no core files; leaks count as findings.

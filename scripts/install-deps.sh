@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake make pkg-config clang-format
+  build-essential cmake make pkg-config clang-format clang libclang-rt-14-dev
   libboost-dev libboost-system-dev libyaml-cpp-dev nlohmann-json3-dev
   libpq-dev libssl-dev libzstd-dev liblz4-dev libpg-query-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev

@@ -183,11 +183,34 @@ void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Mi
       std::this_thread::sleep_for(wait);
       continue;
     }
-    if (!*changed) continue;
+    if (!*changed) {
+      RefreshPositions();
+      continue;
+    }
     auto view = dcs_->Load();
     if (!view.ok()) return;
     if (TopologySignature(*view) != topology_) return;
     revision = view->revision;
+  }
+}
+
+void Agent::RefreshPositions() {
+  // The REST API answers /replica?lag= from this node's own replay position:
+  // keep it at most about a second old, not a loop_wait.
+  if (in_progress_ != ha::LongAction::kNone || !last_pg_ok_ || !pg_->IsRunning()) return;
+  auto st = pg_->Observe();
+  if (!st.ok()) return;
+  last_pg_ = std::move(*st);
+  std::lock_guard lock(mu_);
+  NodeStatus& s = snapshot_;
+  s.wal_lsn = last_pg_.wal_lsn;
+  s.receive_lsn = last_pg_.receive_lsn;
+  s.replay_lsn = last_pg_.replay_lsn;
+  s.replay_paused = last_pg_.replay_paused;
+  s.last_replay_timestamp = last_pg_.last_replay_timestamp;
+  if (s.in_recovery == last_pg_.in_recovery) {
+    s.streaming = last_pg_.wal_receiver_status == "streaming";
+    if (s.in_recovery) s.state = s.streaming ? "streaming" : "running";
   }
 }
 

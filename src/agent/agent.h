@@ -62,6 +62,8 @@ class Agent {
   void PublishMember(const ha::Observation& obs);
   void UpdateSnapshot(const ha::Observation& obs, const ha::Decision& decision);
   void ApplyDynamicConfig(const dcs::ClusterView& view);
+  // Between cycles: this node's WAL positions for the REST API.
+  void RefreshPositions();
   void FinishLongAction();
   void StartLongAction(ha::LongAction kind, std::function<Status()> body);
   Status Bootstrap();

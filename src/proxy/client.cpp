@@ -206,6 +206,18 @@ void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
   if (pool_)
     pool_->stats().bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   std::string_view data(buf.data(), static_cast<size_t>(n));
+  std::string plain;
+  if (tls_) {
+    Status st = tls_->Feed(data, &plain, &client_raw_);
+    if (!st.ok() || tls_->closed()) {
+      client_eof_ = !st.ok() ? false : true;
+      FlushClient();
+      Close(st.ok() ? "client closed the TLS session" : "client TLS error");
+      if (!st.ok()) LOG_INFO(kLog, "client " << info_->id << ": " << st.message());
+      return;
+    }
+    data = plain;
+  }
   if (state_ < ClientState::kIdle) {
     if (state_ == ClientState::kStartup)
       HandleStartupBytes(data);
@@ -220,9 +232,9 @@ void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
   FlushClient();
   FlushServer();
   // Read on only while what we read could be passed on.
-  bool blocked = !srv_out_.empty() || state_ == ClientState::kWaiting ||
+  bool blocked = ServerOutputPending() || state_ == ClientState::kWaiting ||
                  state_ == ClientState::kLookup || state_ == ClientState::kWelcome ||
-                 state_ == ClientState::kClosing || (!out_.empty() && !server_);
+                 state_ == ClientState::kClosing || (ClientOutputPending() && !server_);
   if (!blocked) WaitClientReadable();
 }
 
@@ -245,6 +257,22 @@ void ClientSession::OnServerRead(boost::system::error_code ec, size_t n) {
   // Work on a copy: the server (and its buffer) may go back to the pool below.
   std::string& buf = worker_.scratch();
   buf.assign(server_->rbuf.get(), n);
+  if (server_->tls) {
+    std::string plain;
+    Status st = server_->tls->Feed(buf, &plain, &srv_raw_);
+    if (!st.ok() || server_->tls->closed()) {
+      LOG_WARN(kLog, "server connection " << server_->id << ": TLS "
+                                          << (st.ok() ? "closed" : st.message()));
+      server_->broken = true;
+      ReleaseServer(true);
+      pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost (TLS)");
+      FlushClient();
+      Close("server TLS error");
+      return;
+    }
+    if (!srv_raw_.empty()) FlushServer();
+    buf = std::move(plain);
+  }
   ProcessServerBytes(buf);
   if (state_ == ClientState::kClosed) return;
   FlushClient();
@@ -258,20 +286,36 @@ void ClientSession::OnServerRead(boost::system::error_code ec, size_t n) {
     ResumeClient();
     return;
   }
-  if (out_.empty()) WaitServerReadable();
-  // Output to the client drained? Then the client may send again.
-  if (srv_out_.empty() && state_ == ClientState::kActive) WaitClientReadable();
+  if (!ClientOutputPending()) WaitServerReadable();
+  // Output to the server drained? Then the client may send again.
+  if (!ServerOutputPending() && state_ == ClientState::kActive) WaitClientReadable();
 }
 
 void ClientSession::ResumeClient() { WaitClientReadable(); }
 
 void ClientSession::ResumeServer() { WaitServerReadable(); }
 
+bool ClientSession::ClientOutputPending() const { return !out_.empty() || !client_raw_.empty(); }
+
+bool ClientSession::ServerOutputPending() const { return !srv_out_.empty() || !srv_raw_.empty(); }
+
 void ClientSession::FlushClient() {
-  if (out_.empty() || state_ == ClientState::kClosed) return;
-  ssize_t n = ::send(sock_.native_handle(), out_.data(), out_.size(), MSG_NOSIGNAL);
+  if (state_ == ClientState::kClosed) return;
+  if (tls_ && !out_.empty()) {
+    if (!tls_->Encrypt(out_, &client_raw_).ok()) {
+      out_.clear();
+      client_eof_ = true;
+      Close("client TLS error");
+      return;
+    }
+    out_.clear();
+  }
+  std::string& wire = tls_ ? client_raw_ : out_;
+  if (wire.empty()) return;
+  ssize_t n = ::send(sock_.native_handle(), wire.data(), wire.size(), MSG_NOSIGNAL);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
     out_.clear();
+    client_raw_.clear();
     client_eof_ = true;
     Close("client write error");
     return;
@@ -279,10 +323,10 @@ void ClientSession::FlushClient() {
   if (n > 0) {
     if (pool_)
       pool_->stats().bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-    out_.erase(0, static_cast<size_t>(n));
+    wire.erase(0, static_cast<size_t>(n));
   }
-  if (out_.empty()) {
-    out_.shrink_to_fit();  // idle clients hold no buffer
+  if (wire.empty()) {
+    wire.shrink_to_fit();  // idle clients hold no buffer
     return;
   }
   if (client_write_wait_) return;
@@ -292,7 +336,7 @@ void ClientSession::FlushClient() {
                      self->client_write_wait_ = false;
                      if (ec || self->state_ == ClientState::kClosed) return;
                      self->FlushClient();
-                     if (self->out_.empty()) {
+                     if (!self->ClientOutputPending()) {
                        if (self->state_ == ClientState::kClosing && !self->server_) {
                          self->FinishClose();
                          return;
@@ -306,20 +350,27 @@ void ClientSession::FlushClient() {
 }
 
 void ClientSession::FlushServer() {
-  if (srv_out_.empty() || !server_) return;
-  ssize_t n = ::send(server_->fd, srv_out_.data(), srv_out_.size(), MSG_NOSIGNAL);
+  if (!server_) return;
+  if (server_->tls && !srv_out_.empty()) {
+    if (!server_->tls->Encrypt(srv_out_, &srv_raw_).ok()) srv_raw_.clear();
+    srv_out_.clear();
+  }
+  std::string& wire = server_->tls ? srv_raw_ : srv_out_;
+  if (wire.empty()) return;
+  ssize_t n = ::send(server_->fd, wire.data(), wire.size(), MSG_NOSIGNAL);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
     server_->broken = true;
     srv_out_.clear();
+    srv_raw_.clear();
     ReleaseServer(true);
     pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
     FlushClient();
     Close("server write error");
     return;
   }
-  if (n > 0) srv_out_.erase(0, static_cast<size_t>(n));
-  if (srv_out_.empty()) {
-    srv_out_.shrink_to_fit();
+  if (n > 0) wire.erase(0, static_cast<size_t>(n));
+  if (wire.empty()) {
+    wire.shrink_to_fit();
     WaitServerReadable();
     return;
   }
@@ -330,7 +381,7 @@ void ClientSession::FlushServer() {
                                 self->server_write_wait_ = false;
                                 if (ec || !self->server_) return;
                                 self->FlushServer();
-                                if (self->srv_out_.empty()) self->ResumeClient();
+                                if (!self->ServerOutputPending()) self->ResumeClient();
                               });
 }
 
@@ -352,9 +403,9 @@ void ClientSession::Close(const char* why) {
     ReleaseServer(!ServerIdleAndClean());
   }
   SetState(ClientState::kClosing);
-  if (!out_.empty() && !client_eof_) {
+  if (ClientOutputPending() && !client_eof_) {
     FlushClient();
-    if (!out_.empty()) return;  // FinishClose after the write drains
+    if (ClientOutputPending()) return;  // FinishClose after the write drains
   }
   FinishClose();
 }
@@ -415,8 +466,30 @@ void ClientSession::HandleStartupBytes(std::string_view data) {
 
 void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
   using Kind = pgwire::StartupPacket::Kind;
+  if (p.kind == Kind::kSslRequest && proxy_.client_tls() && !tls_) {
+    out_.push_back('S');
+    FlushClient();
+    if (ClientOutputPending()) {
+      Close("cannot answer SSLRequest");
+      return;
+    }
+    tls_ = std::make_unique<TlsStream>(*proxy_.client_tls(), /*server=*/true);
+    {
+      std::lock_guard lock(info_->mu);
+      info_->tls = true;
+    }
+    // A ClientHello sent right behind the request is TLS already.
+    std::string raw = std::move(in_), plain;
+    in_.clear();
+    if (!raw.empty() && !tls_->Feed(raw, &plain, &client_raw_).ok()) {
+      Close("client TLS error");
+      return;
+    }
+    in_ = std::move(plain);
+    return;
+  }
   if (p.kind == Kind::kSslRequest || p.kind == Kind::kGssEncRequest) {
-    // TLS to clients is not offered yet; GSSAPI encryption never is.
+    // No TLS configured for clients (or asked twice); GSSAPI encryption never.
     out_.push_back('N');
     FlushClient();
     return;
@@ -425,6 +498,10 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
     proxy_.Cancel(p.cancel_pid, p.cancel_key);
     client_eof_ = true;
     Close("cancel request");
+    return;
+  }
+  if (!tls_ && proxy_.config().client_tls.sslmode == "require") {
+    FailFatal("28000", "the proxy requires TLS (proxy.client_tls.sslmode: require)");
     return;
   }
   user_ = p.Get("user").value_or("");
@@ -757,7 +834,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   WatchIncompleteMessage();
   FlushServer();
   WaitServerReadable();
-  if (srv_out_.empty()) ResumeClient();
+  if (!ServerOutputPending()) ResumeClient();
 }
 
 void ClientSession::ApplySessionParameters() {
@@ -776,7 +853,7 @@ void ClientSession::ApplySessionParameters() {
 
 bool ClientSession::ServerIdleAndClean() const {
   return server_ && pending_.empty() && syncs_ == 0 && server_->txn_status == 'I' && c_skip_ == 0 &&
-         c_partial_.empty() && s_skip_ == 0 && s_partial_.empty() && srv_out_.empty();
+         c_partial_.empty() && s_skip_ == 0 && s_partial_.empty() && !ServerOutputPending();
 }
 
 void ClientSession::ReleaseServer(bool broken) {
@@ -809,6 +886,7 @@ void ClientSession::ReleaseServer(bool broken) {
   c_partial_.clear();
   s_partial_.clear();
   srv_out_.clear();
+  srv_raw_.clear();
   proxy_.ReleaseServer(std::move(server_));
   server_.reset();
   if (state_ == ClientState::kActive) SetState(ClientState::kIdle);

@@ -19,6 +19,7 @@
 #include "pgwire/userlist.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
+#include "proxy/tls.h"
 
 namespace pgwarden::proxy {
 
@@ -110,6 +111,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void ReleaseServer(bool broken);
   void HandleAdminQuery(std::string_view sql);
   bool ServerIdleAndClean() const;
+  bool ClientOutputPending() const;
+  bool ServerOutputPending() const;
   // Arms or disarms the slow-sender timer after client bytes were handled.
   void WatchIncompleteMessage();
 
@@ -122,12 +125,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::unique_ptr<boost::asio::steady_timer> message_timer_;  // only for slow senders
 
   static constexpr size_t kBigBuffer = 16 * 1024;
-  char small_[128];              // reads of an idle or quiet client
-  std::unique_ptr<char[]> big_;  // reads while data flows
-  bool read_big_ = false;        // the pending read uses big_
-  std::string in_;               // client bytes not yet processed (only while needed)
-  std::string out_;              // bytes for the client not yet written
-  std::string srv_out_;          // bytes for the server not yet written
+  char small_[128];                 // reads of an idle or quiet client
+  std::unique_ptr<char[]> big_;     // reads while data flows
+  bool read_big_ = false;           // the pending read uses big_
+  std::string in_;                  // client bytes not yet processed (only while needed)
+  std::string out_;                 // bytes for the client not yet written
+  std::string srv_out_;             // bytes for the server not yet written (plaintext)
+  std::string srv_raw_;             // encrypted bytes for a TLS server not yet written
+  std::unique_ptr<TlsStream> tls_;  // TLS with the client, after SSLRequest
+  std::string client_raw_;          // encrypted bytes for the client not yet written
   bool client_wait_ = false, server_wait_ = false;
   bool client_write_wait_ = false, server_write_wait_ = false;
   bool client_eof_ = false;
@@ -136,7 +142,6 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::string user_, database_;
   std::vector<std::pair<std::string, std::string>> params_;  // session parameters to keep
   bool admin_ = false;
-  bool tls_ = false;
   Pool* pool_ = nullptr;
   AuthMethod method_ = AuthMethod::kScram;
   std::optional<pgwire::UserCredential> credential_;

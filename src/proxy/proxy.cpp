@@ -121,6 +121,16 @@ Status Proxy::Start() {
     std::lock_guard lock(users_mu_);
     userlist_ = std::move(*users);
   }
+  if (cfg_.client_tls.sslmode != "disable") {
+    auto t = TlsContext::ForClients(cfg_.client_tls);
+    if (!t.ok()) return t.status();
+    client_tls_ = *t;
+  }
+  if (cfg_.server_tls.sslmode != "disable") {
+    auto t = TlsContext::ForServers(cfg_.server_tls);
+    if (!t.ok()) return t.status();
+    server_tls_ = *t;
+  }
   int n = cfg_.workers > 0 ? cfg_.workers
                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i));
@@ -241,7 +251,8 @@ void Proxy::ConnectorLoop() {
 void Proxy::OpenServer(Pool* pool) {
   RunOnConnector([this, pool] {
     ServerTarget t = pool->target();
-    auto r = LoginServer(t, cfg_.server_connect_timeout);
+    auto r =
+        LoginServer(t, cfg_.server_connect_timeout, server_tls_.get(), cfg_.server_tls.sslmode);
     if (!r.ok()) {
       LOG_WARN(kLog, "server login to " << t.host << ":" << t.port << " as " << t.user
                                         << " failed: " << r.status().message());

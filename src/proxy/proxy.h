@@ -23,6 +23,7 @@
 #include "pgwire/userlist.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_config.h"
+#include "proxy/tls.h"
 
 namespace pgwarden::proxy {
 
@@ -91,6 +92,9 @@ class Proxy {
   Status Reload();
 
   const ProxyConfig& config() const { return cfg_; }
+  // TLS contexts; null when that side is not configured for TLS.
+  const TlsContext* client_tls() const { return client_tls_.get(); }
+  const TlsContext* server_tls() const { return server_tls_.get(); }
   Worker& worker(int i) { return *workers_[static_cast<size_t>(i)]; }
   int worker_count() const { return static_cast<int>(workers_.size()); }
 
@@ -140,6 +144,8 @@ class Proxy {
   ProxyConfig cfg_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<net::HttpServer> metrics_;
+  std::shared_ptr<TlsContext> client_tls_;
+  std::shared_ptr<TlsContext> server_tls_;
 
   mutable std::mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;  // guarded

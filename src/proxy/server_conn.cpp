@@ -84,7 +84,44 @@ class LoginSocket {
     return PgUnavailable("cannot connect to " + host + ":" + p + ": " + last);
   }
 
-  Status SendAll(const std::string& data) {
+  // After TLS is negotiated everything goes through it.
+  void SetTls(std::unique_ptr<TlsStream> tls) { tls_ = std::move(tls); }
+  std::unique_ptr<TlsStream> TakeTls() { return std::move(tls_); }
+
+  Status SendAll(const std::string& plain) {
+    if (!tls_) return SendRaw(plain);
+    std::string raw;
+    PGW_RETURN_IF_ERROR(tls_->Encrypt(plain, &raw));
+    return SendRaw(raw);
+  }
+
+  // One raw byte (the answer to SSLRequest).
+  Result<char> ReadRawByte() {
+    pollfd pfd{fd_, POLLIN, 0};
+    if (poll(&pfd, 1, MillisLeft(deadline_)) != 1)
+      return Timeout("server did not answer SSLRequest");
+    char c;
+    if (::recv(fd_, &c, 1, 0) != 1)
+      return PgUnavailable("server closed the connection at SSLRequest");
+    return c;
+  }
+
+  // Runs the TLS handshake to completion.
+  Status Handshake() {
+    std::string raw;
+    PGW_RETURN_IF_ERROR(tls_->Start(&raw));
+    while (!tls_->handshake_done()) {
+      if (!raw.empty()) {
+        PGW_RETURN_IF_ERROR(SendRaw(raw));
+        raw.clear();
+      }
+      PGW_RETURN_IF_ERROR(ReadMore());
+    }
+    if (!raw.empty()) PGW_RETURN_IF_ERROR(SendRaw(raw));
+    return Status::Ok();
+  }
+
+  Status SendRaw(const std::string& data) {
     size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
@@ -115,6 +152,13 @@ class LoginSocket {
           return Status::Ok();
         }
       }
+      PGW_RETURN_IF_ERROR(ReadMore());
+    }
+  }
+
+  // Reads what the socket has (waiting up to the deadline); through TLS when on.
+  Status ReadMore() {
+    for (;;) {
       pollfd pfd{fd_, POLLIN, 0};
       int left = MillisLeft(deadline_);
       if (left == 0 || poll(&pfd, 1, left) != 1) return Timeout("server did not answer in time");
@@ -125,7 +169,15 @@ class LoginSocket {
         if (errno == EAGAIN || errno == EINTR) continue;
         return PgUnavailable(std::string("server read failed: ") + std::strerror(errno));
       }
-      buf_.append(tmp, n);
+      if (!tls_) {
+        buf_.append(tmp, n);
+        return Status::Ok();
+      }
+      std::string raw_out;
+      Status st = tls_->Feed(std::string_view(tmp, n), &buf_, &raw_out);
+      if (!raw_out.empty()) PGW_RETURN_IF_ERROR(SendRaw(raw_out));
+      if (!st.ok()) return PgUnavailable("TLS with the server: " + st.message());
+      return Status::Ok();
     }
   }
 
@@ -134,7 +186,8 @@ class LoginSocket {
  private:
   Clk::time_point deadline_;
   int fd_ = -1;
-  std::string buf_;
+  std::string buf_;  // plaintext not yet consumed
+  std::unique_ptr<TlsStream> tls_;
 };
 
 std::string ServerError(const std::string& body) {
@@ -155,10 +208,33 @@ ServerConn::~ServerConn() {
   }
 }
 
-Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::milliseconds timeout) {
+Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::milliseconds timeout,
+                                  const TlsContext* tls, const std::string& sslmode) {
   LoginSocket s(Clk::now() + timeout);
   PGW_RETURN_IF_ERROR(s.Connect(t.host, t.port));
   std::string out;
+  if (tls != nullptr && sslmode != "disable") {
+    pgwire::Writer w(out);
+    w.Int32(8);
+    w.Int32(pgwire::kSslRequestCode);
+    PGW_RETURN_IF_ERROR(s.SendRaw(out));
+    out.clear();
+    auto answer = s.ReadRawByte();
+    if (!answer.ok()) return answer.status();
+    bool required = sslmode == "require" || sslmode == "verify-ca" || sslmode == "verify-full";
+    if (*answer == 'S') {
+      s.SetTls(std::make_unique<TlsStream>(*tls, /*server=*/false, t.host));
+      Status hs = s.Handshake();
+      if (!hs.ok()) return PgUnavailable("TLS handshake with " + t.host + ": " + hs.message());
+    } else if (*answer == 'N') {
+      if (required) {
+        return PgUnavailable("server " + t.host + ":" + std::to_string(t.port) +
+                             " does not support TLS (proxy.server_tls.sslmode: " + sslmode + ")");
+      }
+    } else {
+      return PgUnavailable("unexpected answer to SSLRequest from the server");
+    }
+  }
   pgwire::AppendStartupMessage(
       out, {{"user", t.user}, {"database", t.database}, {"application_name", t.application_name}});
   PGW_RETURN_IF_ERROR(s.SendAll(out));
@@ -234,6 +310,7 @@ Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::millisecon
       case 'Z':
         if (s.HasBufferedInput()) return PgUnavailable("server sent data after ReadyForQuery");
         conn->id = g_next_server_id++;
+        conn->tls = s.TakeTls();
         conn->fd = s.release();
         conn->addr = t.host + ":" + std::to_string(t.port);
         {

@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "proxy/tls.h"
 
 namespace pgwarden::proxy {
 
@@ -54,14 +55,19 @@ struct ServerConn {
   std::string addr;       // "host:port"
   int local_port = 0;
   static constexpr size_t kReadBuffer = 32 * 1024;
-  std::unique_ptr<char[]> rbuf;  // reads from the server (allocated on first use)
+  std::unique_ptr<char[]> rbuf;    // reads from the server (allocated on first use)
+  std::unique_ptr<TlsStream> tls;  // TLS session with the server, when negotiated
 };
 
 using ServerConnPtr = std::unique_ptr<ServerConn>;
 
 // Connects and logs in, blocking, within `timeout`. The returned connection's
 // fd is non-blocking. PgUnavailable with the server's message on failure.
-Result<ServerConnPtr> LoginServer(const ServerTarget& target, std::chrono::milliseconds timeout);
+// With `tls` (sslmode allow/prefer/require/verify-*), TLS is asked for first;
+// "require" and "verify-*" fail when the server declines it.
+Result<ServerConnPtr> LoginServer(const ServerTarget& target, std::chrono::milliseconds timeout,
+                                  const TlsContext* tls = nullptr,
+                                  const std::string& sslmode = "disable");
 
 // Sends a CancelRequest for (pid, key) to host:port (blocking, bounded).
 Status SendCancel(const std::string& host, uint16_t port, int32_t pid, int32_t key,

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <filesystem>
 #include <regex>
 #include <set>
 #include <thread>
@@ -40,8 +42,19 @@ class ProxyEnv : public ::testing::Environment {
                    {"bench", "postgres", 4, "transaction"},
                    {"session", "postgres", 8, "session"}};
     setup = proxy->Start(tmp->path(), backend->pg_port(), o);
+    if (!setup.ok()) return;
+    // One event-loop thread: which server connection a client gets then
+    // follows only the pool's most-recently-used order, which a test can steer.
+    std::string dir = tmp->path() + "/single";
+    std::filesystem::create_directories(dir);
+    single = std::make_unique<ProxyProcess>();
+    ProxyOptions one;
+    one.workers = 1;
+    one.databases = {{"pool2", "postgres", 2, "transaction"}};
+    setup = single->Start(dir, backend->pg_port(), one);
   }
   void TearDown() override {
+    single.reset();
     proxy.reset();    // stops the proxy by PID
     backend.reset();  // pgwarden down, then leftovers by PID
     tmp.reset();
@@ -50,6 +63,7 @@ class ProxyEnv : public ::testing::Environment {
   std::unique_ptr<TempDir> tmp;
   std::unique_ptr<ProxyBackend> backend;
   std::unique_ptr<ProxyProcess> proxy;
+  std::unique_ptr<ProxyProcess> single;  // workers: 1
   Status setup = Status::Ok();
 };
 
@@ -262,8 +276,9 @@ TEST_F(ProxyClientsTest, LibpqExtendedQueryWithParameters) {
 }
 
 TEST_F(ProxyClientsTest, NamedPreparedStatementWorksAcrossServerConnections) {
-  PqConn c = Open("pool2");
-  PqConn busy = Open("pool2");
+  std::string err;
+  PqConn c = OpenPq(env->single->Conninfo("pool2"), &err);
+  PqConn busy = OpenPq(env->single->Conninfo("pool2"), &err);
   ASSERT_TRUE(c && busy);
   PqResult prep(PQprepare(c.get(), "s1", "SELECT $1::int + 1, pg_backend_pid()", 1, nullptr));
   PqOutcome po = Outcome(c.get(), prep.get());
@@ -293,6 +308,40 @@ TEST_F(ProxyClientsTest, NamedPreparedStatementWorksAcrossServerConnections) {
   keeper.join();
   EXPECT_EQ(busy_errors.load(), 0);
   EXPECT_GE(done, 50);
+  // Make the move certain: a blocker holds (in a transaction) the very server
+  // connection the statement last ran on, so the next execution must run on
+  // the other one, where the proxy has to prepare it first.
+  std::string last;
+  {
+    PqResult r(PQexecPrepared(c.get(), "s1", 1, std::array<const char*, 1>{"1"}.data(), nullptr,
+                              nullptr, 0));
+    ASSERT_TRUE(Outcome(c.get(), r.get()).ok);
+    last = PQgetvalue(r.get(), 0, 1);
+  }
+  bool moved = false;
+  for (int attempt = 0; attempt < 50 && !moved; ++attempt) {
+    ASSERT_TRUE(PqExec(busy.get(), "BEGIN").ok);
+    PqOutcome held = PqExec(busy.get(), "SELECT pg_backend_pid()");
+    ASSERT_TRUE(held.ok) << held.error;
+    if (held.value == last) {
+      PqResult r(PQexecPrepared(c.get(), "s1", 1, std::array<const char*, 1>{"41"}.data(), nullptr,
+                                nullptr, 0));
+      PqOutcome o = Outcome(c.get(), r.get());
+      ASSERT_TRUE(o.ok) << "on the other server connection: " << o.sqlstate << " " << o.error;
+      EXPECT_EQ(o.value, "42");
+      EXPECT_NE(std::string(PQgetvalue(r.get(), 0, 1)), last);
+      backends.insert(PQgetvalue(r.get(), 0, 1));
+      moved = true;
+    }
+    ASSERT_TRUE(PqExec(busy.get(), "COMMIT").ok);
+    if (!moved) {
+      PqResult r(PQexecPrepared(c.get(), "s1", 1, std::array<const char*, 1>{"1"}.data(), nullptr,
+                                nullptr, 0));
+      ASSERT_TRUE(Outcome(c.get(), r.get()).ok);
+      last = PQgetvalue(r.get(), 0, 1);
+    }
+  }
+  EXPECT_TRUE(moved) << "the blocker never got the statement's server connection in 50 tries";
   EXPECT_EQ(backends.size(), 2u) << "the executions never moved to the other server connection";
 
   // DEALLOCATE ALL forgets it; executing it fails as on PostgreSQL; re-preparing works.

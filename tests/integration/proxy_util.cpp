@@ -117,6 +117,7 @@ Status ProxyProcess::Start(const std::string& dir, uint16_t pg_port, const Proxy
     << "  client_message_timeout: " << opts.client_message_timeout << "\n"
     << "  query_wait_timeout: " << opts.query_wait_timeout << "\n";
   if (!opts.max_packet_size.empty()) y << "  max_packet_size: " << opts.max_packet_size << "\n";
+  y << opts.extra_yaml;
   std::vector<ProxyDatabase> dbs = opts.databases;
   bool has_postgres = false;
   for (const auto& d : dbs) has_postgres = has_postgres || d.name == "postgres";

@@ -64,6 +64,8 @@ struct ProxyOptions {
   std::string pool_mode = "transaction";
   std::string client_login_timeout = "60s";
   std::string client_message_timeout = "30s";
+  // More lines of the proxy section (indented by two spaces), e.g. client_tls.
+  std::string extra_yaml;
   std::string max_packet_size;  // "" : the default
   std::string query_wait_timeout = "120s";
   // The userlist.txt value for `app`: the plain password by default.
