@@ -52,9 +52,10 @@ ServerConnPtr Pool::Acquire(int worker, uint64_t client_id, ServerCallback waite
     }
     ServerConnPtr s = std::move(idle_[pick]);
     idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(pick));
-    // A connection idle for a while may have been closed by the server; one
-    // just returned has not (and a check costs a syscall per transaction).
-    if (now - s->last_used > std::chrono::seconds(1) && IdleConnectionBroken(s->fd)) {
+    // PostgreSQL may have ended the backend while it sat here (an admin's
+    // pg_terminate_backend, a restart): it then sent a FATAL message and
+    // closed. A non-blocking peek sees that before a client's request is lost.
+    if (IdleConnectionBroken(s->fd)) {
       LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
                                           << " was closed while idle; dropping it");
       std::lock_guard dl(*db_mu_);

@@ -95,12 +95,17 @@ std::string QuoteUserlist(const std::string& v) {
 
 }  // namespace
 
+std::string UserlistEntry(const std::string& user, const std::string& secret) {
+  return QuoteUserlist(user) + " " + QuoteUserlist(secret) + "\n";
+}
+
 Status ProxyProcess::Start(const std::string& dir, uint16_t pg_port, const ProxyOptions& opts) {
   port_ = FreePort();
   config_path_ = dir + "/proxy.yml";
   log_path_ = dir + "/proxy.log";
-  std::string userlist = dir + "/userlist.txt";
-  if (!WriteFile(userlist, QuoteUserlist(kAppUser) + " " + QuoteUserlist(opts.app_secret) + "\n"))
+  userlist_path_ = dir + "/userlist.txt";
+  const std::string& userlist = userlist_path_;
+  if (!WriteFile(userlist, UserlistEntry(kAppUser, opts.app_secret) + opts.extra_userlist))
     return IoError("cannot write " + userlist);
   std::ostringstream y;
   y << "scope: proxy-itest\n"

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,8 @@ class ProxyBackend {
   uint16_t pg_port() const { return node_.pg_port; }
   // Superuser straight to PostgreSQL (dbname postgres).
   const std::string& superuser_conninfo() const { return node_.pg_conninfo; }
+  // The superuser's name and password (the node's postgresql.superuser).
+  const config::RoleAuth& superuser() const { return node_.superuser; }
   // `app` straight to PostgreSQL; `extra` is appended ("dbname=x ...").
   std::string DirectConninfo(const std::string& extra = "") const;
   // The stored SCRAM secret of `app` (pg_authid.rolpassword).
@@ -70,6 +73,8 @@ struct ProxyOptions {
   std::string query_wait_timeout = "120s";
   // The userlist.txt value for `app`: the plain password by default.
   std::string app_secret = kAppPassword;
+  // More userlist.txt lines after app's (each ending in a newline), e.g. UserlistEntry(...).
+  std::string extra_userlist;
   std::vector<ProxyDatabase> databases;  // "postgres" is added when absent
 };
 
@@ -92,6 +97,12 @@ class ProxyProcess {
   pid_t pid() const { return process_.pid(); }
   // True while the child has not exited.
   bool alive();
+  // Waits up to `timeout` for the child to exit by itself; its result, or nullopt.
+  std::optional<ProcessResult> Wait(std::chrono::milliseconds timeout) {
+    return process_.Wait(timeout);
+  }
+  // dir/userlist.txt, the proxy's auth_file (rewrite it and SIGHUP to reload).
+  const std::string& userlist_path() const { return userlist_path_; }
   // `app` through the proxy to proxy database `db`; `extra` is appended.
   std::string Conninfo(const std::string& db = "postgres", const std::string& extra = "") const;
   // The last `lines` lines of the proxy's log.
@@ -103,7 +114,11 @@ class ProxyProcess {
   uint16_t port_ = 0;
   std::string config_path_;
   std::string log_path_;
+  std::string userlist_path_;
 };
+
+// One userlist.txt line: "user" "secret" and a newline (quotes doubled).
+std::string UserlistEntry(const std::string& user, const std::string& secret);
 
 // The value, or `fallback` with the error appended when `r` failed.
 std::string ValueOr(const Result<std::string>& r, const std::string& fallback = "?");

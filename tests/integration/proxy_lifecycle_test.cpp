@@ -1,0 +1,534 @@
+// The proxy's pool lifecycle against a real PostgreSQL: wait and idle timeouts, lifetime, reserve
+// and minimum pool, dead servers, SIGHUP and SIGTERM, metrics, the admin console, auth_query.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "proxy_util.h"
+
+namespace pgwarden::itest {
+namespace {
+
+using Clk = std::chrono::steady_clock;
+using ::testing::HasSubstr;
+
+int64_t MillisSince(Clk::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clk::now() - t).count();
+}
+
+// Waits for the result of a query sent with PQsendQuery (the first result;
+// the rest is drained); nullptr when nothing came within `timeout`.
+PqResult WaitResult(PGconn* c, std::chrono::milliseconds timeout) {
+  auto deadline = Clk::now() + timeout;
+  while (PQisBusy(c)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clk::now());
+    if (left.count() <= 0) return nullptr;
+    pollfd p{PQsocket(c), POLLIN, 0};
+    poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+    if (!PQconsumeInput(c)) break;
+  }
+  PqResult r(PQgetResult(c));
+  while (PGresult* more = PQgetResult(c)) PQclear(more);
+  return r;
+}
+
+// Opens a connection like OpenPq, but with verbose errors so that a login
+// failure's message carries the SQLSTATE ("FATAL:  28P01: ...").
+PqConn OpenPqVerbose(const std::string& conninfo, std::string* error) {
+  PqConn c(PQconnectStart(conninfo.c_str()));
+  if (!c) {
+    *error = "out of memory";
+    return nullptr;
+  }
+  PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  auto deadline = Clk::now() + 10s;
+  while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && Clk::now() < deadline) {
+    pollfd p{PQsocket(c.get()), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT),
+             0};
+    poll(&p, 1, 100);
+    st = PQconnectPoll(c.get());
+  }
+  if (st != PGRES_POLLING_OK) {
+    *error = PQstatus(c.get()) == CONNECTION_BAD ? PQerrorMessage(c.get()) : "connect timed out";
+    return nullptr;
+  }
+  return c;
+}
+
+// "host=... user=U password=P dbname=D" through the proxy for any role.
+std::string ProxyConninfoAs(const ProxyProcess& proxy, const std::string& user,
+                            const std::string& password, const std::string& db = "postgres") {
+  return "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+         " user=" + pg::QuoteConninfoValue(user) + " password=" + pg::QuoteConninfoValue(password) +
+         " dbname=" + pg::QuoteConninfoValue(db) + " connect_timeout=5";
+}
+
+// A one-node cluster shared by the suite (databases idle_db and minpool_db
+// owned by app); every test starts its own proxy with the settings it is
+// about and stops it at the end.
+class ProxyLifecycleTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("pgw-itest-proxy-life");
+    backend_ = new ProxyBackend(tmp_->path());
+    *setup_ = backend_->Start();
+    if (!setup_->ok()) return;
+    for (const char* db : {"idle_db", "minpool_db"}) {
+      *setup_ = QueryOnce(backend_->superuser_conninfo(),
+                          std::string("CREATE DATABASE ") + db + " OWNER app")
+                    .status();
+      if (!setup_->ok()) return;
+    }
+  }
+  static void TearDownTestSuite() {
+    delete backend_;
+    delete tmp_;
+  }
+  void SetUp() override { ASSERT_TRUE(setup_->ok()) << setup_->ToString(); }
+  void TearDown() override {
+    if (proxy_ && HasFailure()) std::fprintf(stderr, "%s", proxy_->Log(60).c_str());
+    proxy_.reset();
+  }
+
+  // Starts this test's proxy in its own directory (named after the test).
+  void StartProxy(const ProxyOptions& o) {
+    std::string dir = tmp_->Sub(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir);
+    proxy_ = std::make_unique<ProxyProcess>();
+    Status st = proxy_->Start(dir, backend_->pg_port(), o);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+
+  // The superuser's userlist line, for admin_users and auth_user.
+  static std::string SuperuserEntry() {
+    return UserlistEntry(backend_->superuser().username, backend_->superuser().password);
+  }
+
+  // A number from PostgreSQL directly (as the superuser), or -1.
+  static int Count(const std::string& sql) {
+    auto v = QueryValue(backend_->superuser_conninfo(), sql);
+    return v.ok() ? std::stoi(*v) : -1;
+  }
+  // app's backends on `datname` (in `state` unless "").
+  static int AppBackends(const std::string& datname, const std::string& state = "") {
+    std::string sql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = " +
+                      pg::QuoteLiteral(datname);
+    if (!state.empty()) sql += " AND state = " + pg::QuoteLiteral(state);
+    return Count(sql);
+  }
+  static bool BackendAlive(const std::string& pid) {
+    return Count("SELECT count(*) FROM pg_stat_activity WHERE pid = " + pid) == 1;
+  }
+
+  static TempDir* tmp_;
+  static ProxyBackend* backend_;
+  static Status* setup_;
+  std::unique_ptr<ProxyProcess> proxy_;
+};
+
+TempDir* ProxyLifecycleTest::tmp_ = nullptr;
+ProxyBackend* ProxyLifecycleTest::backend_ = nullptr;
+Status* ProxyLifecycleTest::setup_ = new Status(Status::Ok());
+
+// --- 1. query_wait_timeout ----------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, WaiterGetsQueryWaitTimeoutWhileTheHolderIsUnaffected) {
+  ProxyOptions o;
+  o.query_wait_timeout = "2s";
+  o.databases = {{"one", "postgres", 1, ""}};
+  StartProxy(o);
+  std::string err;
+  PqConn a = OpenPq(proxy_->Conninfo("one"), &err);
+  ASSERT_TRUE(a) << err;
+  PqConn b = OpenPq(proxy_->Conninfo("one"), &err);
+  ASSERT_TRUE(b) << err;
+  ASSERT_TRUE(PqExec(a.get(), "BEGIN").ok);
+  ASSERT_EQ(PqExec(a.get(), "SELECT 1").value, "1");
+
+  auto start = Clk::now();
+  ASSERT_EQ(PQsendQuery(b.get(), "SELECT 1"), 1);
+  PqResult r = WaitResult(b.get(), 8s);
+  int64_t took = MillisSince(start);
+  ASSERT_TRUE(r) << "B got no answer within 8 s";
+  PqOutcome bo = Outcome(b.get(), r.get());
+  EXPECT_FALSE(bo.ok);
+  EXPECT_THAT(bo.error, HasSubstr("query_wait_timeout"));
+  EXPECT_GE(took, 1800);
+  EXPECT_LE(took, 5000);
+
+  // A still holds its transaction and ends it normally.
+  EXPECT_EQ(PqExec(a.get(), "SELECT 2").value, "2");
+  PqOutcome commit = PqExec(a.get(), "COMMIT");
+  EXPECT_TRUE(commit.ok) << commit.sqlstate << " " << commit.error;
+  // And the pool of one serves the next client.
+  EXPECT_EQ(ValueOr(QueryValue(proxy_->Conninfo("one"), "SELECT 'next'")), "next");
+}
+
+// --- 2. server_idle_timeout, min_pool_size --------------------------------------------
+
+TEST_F(ProxyLifecycleTest, IdleServersAreClosedAfterServerIdleTimeout) {
+  ProxyOptions o;
+  o.databases = {{"idle", "idle_db", 4, ""}};
+  o.extra_yaml = "  server_idle_timeout: 2s\n";
+  StartProxy(o);
+  std::vector<PqConn> clients;
+  std::string err;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(OpenPq(proxy_->Conninfo("idle"), &err));
+    ASSERT_TRUE(clients.back()) << err;
+  }
+  // A burst that needs all four servers at once.
+  for (auto& c : clients) ASSERT_EQ(PQsendQuery(c.get(), "SELECT pg_sleep(0.5)"), 1);
+  EXPECT_TRUE(WaitFor([] { return AppBackends("idle_db", "active") == 4; }, 3s, 20ms))
+      << "active: " << AppBackends("idle_db", "active");
+  for (auto& c : clients) {
+    PqResult r = WaitResult(c.get(), 5s);
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(Outcome(c.get(), r.get()).ok);
+  }
+  auto burst_end = Clk::now();
+  EXPECT_GE(AppBackends("idle_db", "idle"), 1) << "the servers were closed right away";
+
+  bool gone = WaitFor([] { return AppBackends("idle_db") == 0; }, 6s, 100ms);
+  int64_t took = MillisSince(burst_end);
+  EXPECT_TRUE(gone) << AppBackends("idle_db") << " app backends still open on idle_db";
+  EXPECT_GE(took, 1500) << "closed before server_idle_timeout";
+  EXPECT_LE(took, 5000);
+  // The clients stay connected and get a fresh server.
+  EXPECT_EQ(PqExec(clients[0].get(), "SELECT 'again'").value, "again");
+}
+
+TEST_F(ProxyLifecycleTest, MinPoolSizeKeepsServersOpenAfterTheClientLeft) {
+  ProxyOptions o;
+  o.default_pool_size = 4;
+  o.databases = {{"minpool", "minpool_db", 0, ""}};
+  o.extra_yaml = "  min_pool_size: 2\n  server_idle_timeout: 2s\n";
+  StartProxy(o);
+  EXPECT_EQ(ValueOr(QueryValue(proxy_->Conninfo("minpool"), "SELECT 1")), "1");
+  EXPECT_TRUE(WaitFor([] { return AppBackends("minpool_db") == 2; }, 5s, 100ms))
+      << "app backends on minpool_db: " << AppBackends("minpool_db");
+  // Past server_idle_timeout the janitor still keeps two.
+  std::this_thread::sleep_for(3500ms);
+  EXPECT_EQ(AppBackends("minpool_db"), 2);
+}
+
+// --- 3. server_lifetime -----------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, ServerOlderThanServerLifetimeIsReplaced) {
+  ProxyOptions o;
+  o.extra_yaml = "  server_lifetime: 2s\n";
+  StartProxy(o);
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  PqOutcome first = PqExec(c.get(), "SELECT pg_backend_pid()");
+  ASSERT_TRUE(first.ok) << first.error;
+  std::this_thread::sleep_for(4s);
+  EXPECT_FALSE(BackendAlive(first.value)) << "backend " << first.value << " outlived its lifetime";
+  PqOutcome second = PqExec(c.get(), "SELECT pg_backend_pid()");
+  ASSERT_TRUE(second.ok) << second.error;
+  EXPECT_NE(second.value, first.value);
+}
+
+// --- 4. reserve pool -----------------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, ReservePoolServesAWaiterAfterReservePoolTimeout) {
+  ProxyOptions o;
+  o.default_pool_size = 1;
+  o.extra_yaml = "  reserve_pool_size: 1\n  reserve_pool_timeout: 1s\n";
+  StartProxy(o);
+  std::string err;
+  PqConn a = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(a) << err;
+  PqConn b = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(b) << err;
+  ASSERT_TRUE(PqExec(a.get(), "BEGIN").ok);
+  PqOutcome pa = PqExec(a.get(), "SELECT pg_backend_pid()");
+  ASSERT_TRUE(pa.ok) << pa.error;
+
+  auto start = Clk::now();
+  ASSERT_EQ(PQsendQuery(b.get(), "SELECT pg_backend_pid()"), 1);
+  PqResult r = WaitResult(b.get(), 6s);
+  int64_t took = MillisSince(start);
+  ASSERT_TRUE(r) << "B was not served within 6 s";
+  PqOutcome pb = Outcome(b.get(), r.get());
+  ASSERT_TRUE(pb.ok) << pb.sqlstate << " " << pb.error;
+  EXPECT_NE(pb.value, pa.value);
+  EXPECT_GE(took, 800) << "served before reserve_pool_timeout: was the pool bigger than 1?";
+  EXPECT_LE(took, 3500);
+  EXPECT_EQ(PqExec(a.get(), "SELECT 'a'").value, "a");
+  EXPECT_TRUE(PqExec(a.get(), "COMMIT").ok);
+}
+
+// --- 5. dead server connection -------------------------------------------------------
+
+// Kills the backend behind a pooled idle server and checks that a new
+// client is served by another one. `settle` is how long the server stays
+// dead in the pool before the client comes.
+void ExpectDeadServerReplaced(ProxyProcess& proxy, ProxyBackend& backend,
+                              std::chrono::milliseconds settle) {
+  auto first = QueryValue(proxy.Conninfo(), "SELECT pg_backend_pid()");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto killed =
+      QueryValue(backend.superuser_conninfo(), "SELECT pg_terminate_backend(" + *first + ")");
+  ASSERT_EQ(ValueOr(killed), "t");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ValueOr(QueryValue(backend.superuser_conninfo(),
+                                  "SELECT count(*) FROM pg_stat_activity WHERE pid = " + *first)) ==
+               "0";
+      },
+      5s, 20ms));
+  std::this_thread::sleep_for(settle);
+  std::string err;
+  PqConn c = OpenPq(proxy.Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  PqOutcome o = PqExec(c.get(), "SELECT pg_backend_pid()");
+  EXPECT_TRUE(o.ok) << o.sqlstate << " " << o.error;
+  EXPECT_NE(o.value, *first);
+}
+
+TEST_F(ProxyLifecycleTest, ServerKilledWhileIdleIsReplacedForANewClient) {
+  StartProxy(ProxyOptions{});
+  ExpectDeadServerReplaced(*proxy_, *backend_, 1500ms);
+}
+
+// The same within a second of the server's last use: the pool must not hand
+// out a server whose socket already holds PostgreSQL's FATAL and EOF (the
+// query never reached a server, so the client must not pay for it).
+TEST_F(ProxyLifecycleTest, ServerKilledJustAfterUseIsReplacedForANewClient) {
+  StartProxy(ProxyOptions{});
+  ExpectDeadServerReplaced(*proxy_, *backend_, 0ms);
+}
+
+// --- 6. SIGHUP -----------------------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, SighupReloadsTheAuthFileWithoutDroppingClients) {
+  ASSERT_TRUE(
+      QueryOnce(backend_->superuser_conninfo(), "CREATE ROLE hup_user LOGIN PASSWORD 'hup-pw-1'")
+          .ok());
+  StartProxy(ProxyOptions{});
+  std::string hup = ProxyConninfoAs(*proxy_, "hup_user", "hup-pw-1");
+  std::string err;
+  PqConn before = OpenPqVerbose(hup, &err);
+  EXPECT_FALSE(before) << "hup_user logged in before it was in the auth_file";
+  EXPECT_THAT(err, HasSubstr("28P01"));
+
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+
+  ASSERT_TRUE(WriteFile(proxy_->userlist_path(), UserlistEntry(kAppUser, kAppPassword) +
+                                                     UserlistEntry("hup_user", "hup-pw-1")));
+  ASSERT_EQ(kill(proxy_->pid(), SIGHUP), 0);
+  EXPECT_TRUE(WaitFor([&] { return QueryValue(hup, "SELECT current_user").ok(); }, 5s, 100ms))
+      << ValueOr(QueryValue(hup, "SELECT current_user"));
+  EXPECT_EQ(ValueOr(QueryValue(hup, "SELECT current_user")), "hup_user");
+
+  // The client connected before the reload is still in its transaction.
+  EXPECT_EQ(PqExec(c.get(), "SELECT 2").value, "2");
+  PqOutcome commit = PqExec(c.get(), "COMMIT");
+  EXPECT_TRUE(commit.ok) << commit.error;
+  EXPECT_TRUE(proxy_->alive());
+  EXPECT_THAT(proxy_->Log(), HasSubstr("reloaded auth_file"));
+}
+
+// --- 7. SIGTERM ---------------------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, SigtermRefusesNewClientsLetsTheTransactionFinishAndExits) {
+  ProxyOptions o;
+  o.extra_yaml = "  shutdown_timeout: 10s\n";
+  StartProxy(o);
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_EQ(PQsendQuery(c.get(), "SELECT pg_sleep(1)"), 1);
+  ASSERT_TRUE(WaitFor([] { return AppBackends("postgres", "active") == 1; }, 3s, 20ms));
+
+  auto sigterm = Clk::now();
+  ASSERT_EQ(kill(proxy_->pid(), SIGTERM), 0);
+  std::this_thread::sleep_for(200ms);
+  auto attempt = Clk::now();
+  PqConn late = OpenPq(proxy_->Conninfo(), &err);
+  EXPECT_FALSE(late) << "a new client was accepted after SIGTERM";
+  EXPECT_LT(MillisSince(attempt), 2000) << "refusing took long: " << err;
+
+  PqResult r = WaitResult(c.get(), 5s);
+  ASSERT_TRUE(r) << "pg_sleep(1) did not finish";
+  PqOutcome sleep = Outcome(c.get(), r.get());
+  EXPECT_TRUE(sleep.ok) << sleep.sqlstate << " " << sleep.error;
+  PqOutcome commit = PqExec(c.get(), "COMMIT");
+  EXPECT_TRUE(commit.ok) << commit.sqlstate << " " << commit.error;
+
+  auto exited = proxy_->Wait(12s);
+  int64_t took = MillisSince(sigterm);
+  ASSERT_TRUE(exited) << "the proxy did not exit by itself";
+  EXPECT_EQ(exited->exit_code, 0) << exited->Describe();
+  EXPECT_LT(took, 10000);
+  EXPECT_THAT(proxy_->Log(), HasSubstr("shutting down"));
+}
+
+TEST_F(ProxyLifecycleTest, SigtermExitsAfterShutdownTimeoutWhenATransactionStaysOpen) {
+  ProxyOptions o;
+  o.extra_yaml = "  shutdown_timeout: 2s\n";
+  StartProxy(o);
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+
+  auto sigterm = Clk::now();
+  ASSERT_EQ(kill(proxy_->pid(), SIGTERM), 0);
+  auto exited = proxy_->Wait(8s);
+  int64_t took = MillisSince(sigterm);
+  ASSERT_TRUE(exited) << "the proxy did not exit by itself";
+  EXPECT_EQ(exited->exit_code, 0) << exited->Describe();
+  EXPECT_GE(took, 1800) << "the open transaction was not given shutdown_timeout";
+  EXPECT_LE(took, 4000);
+}
+
+// --- 8. metrics ---------------------------------------------------------------------
+
+// The value of the metric line starting with `series` ("name{labels}"), or -1.
+double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+TEST_F(ProxyLifecycleTest, MetricsCountClientsAndTransactions) {
+  ProxyOptions o;
+  std::string endpoint = "127.0.0.1:" + std::to_string(FreePort());
+  o.extra_yaml = "  metrics_listen: " + endpoint + "\n";
+  StartProxy(o);
+  const std::string active = "pgwarden_proxy_clients{state=\"active\"}";
+  const std::string xacts = "pgwarden_proxy_transactions_total{database=\"postgres\",user=\"app\"}";
+
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  auto before = HttpGet(endpoint, "/metrics");
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_EQ(before->status, 200);
+  EXPECT_THAT(before->body, HasSubstr(active));
+  EXPECT_THAT(before->body, HasSubstr("pgwarden_proxy_transactions_total"));
+  double x0 = MetricValue(before->body, xacts);
+  EXPECT_GE(x0, 0) << before->body;
+  EXPECT_EQ(MetricValue(before->body, active), 0) << before->body;
+
+  // Inside a transaction the client is active.
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_TRUE(PqExec(c.get(), "SELECT 1").ok);
+  auto during = HttpGet(endpoint, "/metrics");
+  ASSERT_TRUE(during.ok());
+  EXPECT_EQ(MetricValue(during->body, active), 1) << during->body;
+  ASSERT_TRUE(PqExec(c.get(), "COMMIT").ok);
+
+  // Nine more: four explicit, five single statements.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+    ASSERT_TRUE(PqExec(c.get(), "SELECT 1").ok);
+    ASSERT_TRUE(PqExec(c.get(), "COMMIT").ok);
+  }
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(PqExec(c.get(), "SELECT 1").ok);
+  auto after = HttpGet(endpoint, "/metrics");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(MetricValue(after->body, xacts) - x0, 10) << after->body;
+  EXPECT_EQ(MetricValue(after->body, active), 0) << after->body;
+}
+
+// --- 9. admin console -----------------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, AdminConsoleShowsPoolsAndPausesAndResumesADatabase) {
+  ProxyOptions o;
+  o.extra_userlist = SuperuserEntry();
+  StartProxy(o);
+  const auto& su = backend_->superuser();
+  std::string err;
+  PqConn admin = OpenPq(ProxyConninfoAs(*proxy_, su.username, su.password, "pgwarden"), &err);
+  ASSERT_TRUE(admin) << err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+
+  PqResult pools(PQexec(admin.get(), "SHOW POOLS"));
+  ASSERT_EQ(PQresultStatus(pools.get()), PGRES_TUPLES_OK) << PQerrorMessage(admin.get());
+  for (const char* column : {"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle",
+                             "sv_used", "sv_login", "maxwait", "pool_mode"}) {
+    EXPECT_GE(PQfnumber(pools.get(), column), 0) << "SHOW POOLS has no column " << column;
+  }
+  int db_col = PQfnumber(pools.get(), "database"), user_col = PQfnumber(pools.get(), "user");
+  int waiting_col = PQfnumber(pools.get(), "cl_waiting");
+  bool found = false;
+  for (int i = 0; i < PQntuples(pools.get()); ++i) {
+    found = found || (std::string(PQgetvalue(pools.get(), i, db_col)) == "postgres" &&
+                      std::string(PQgetvalue(pools.get(), i, user_col)) == "app");
+  }
+  EXPECT_TRUE(found) << "no postgres/app row in SHOW POOLS";
+
+  auto waiting = [&]() -> std::string {
+    PqResult p(PQexec(admin.get(), "SHOW POOLS"));
+    for (int i = 0; i < PQntuples(p.get()); ++i) {
+      if (std::string(PQgetvalue(p.get(), i, db_col)) == "postgres" &&
+          std::string(PQgetvalue(p.get(), i, user_col)) == "app")
+        return PQgetvalue(p.get(), i, waiting_col);
+    }
+    return "?";
+  };
+
+  PqOutcome pause = PqExec(admin.get(), "PAUSE postgres");
+  ASSERT_TRUE(pause.ok) << pause.error;
+  ASSERT_EQ(PQsendQuery(c.get(), "SELECT 'after resume'"), 1);
+  EXPECT_FALSE(WaitResult(c.get(), 1500ms)) << "the query ran while the database was paused";
+  EXPECT_EQ(waiting(), "1");
+
+  PqOutcome resume = PqExec(admin.get(), "RESUME postgres");
+  ASSERT_TRUE(resume.ok) << resume.error;
+  auto start = Clk::now();
+  PqResult r = WaitResult(c.get(), 5s);
+  ASSERT_TRUE(r) << "the query did not finish after RESUME";
+  EXPECT_EQ(Outcome(c.get(), r.get()).value, "after resume");
+  EXPECT_LT(MillisSince(start), 2000);
+  EXPECT_EQ(waiting(), "0");
+}
+
+// --- 10. auth_query --------------------------------------------------------------------
+
+TEST_F(ProxyLifecycleTest, AuthQueryLogsInARoleMissingFromTheAuthFile) {
+  ASSERT_TRUE(
+      QueryOnce(backend_->superuser_conninfo(), "CREATE ROLE aq_user LOGIN PASSWORD 'aq-pw-1'")
+          .ok());
+  ProxyOptions o;
+  o.extra_userlist = SuperuserEntry();
+  o.extra_yaml = "  auth_user: " + backend_->superuser().username + "\n";
+  StartProxy(o);
+
+  std::string err;
+  PqConn good = OpenPqVerbose(ProxyConninfoAs(*proxy_, "aq_user", "aq-pw-1"), &err);
+  ASSERT_TRUE(good) << err;
+  EXPECT_EQ(PqExec(good.get(), "SELECT current_user").value, "aq_user");
+  EXPECT_EQ(PqExec(good.get(), "SELECT 'again'").value, "again");
+
+  PqConn wrong = OpenPqVerbose(ProxyConninfoAs(*proxy_, "aq_user", "not-the-pw"), &err);
+  EXPECT_FALSE(wrong);
+  EXPECT_THAT(err, HasSubstr("28P01"));
+  PqConn nobody = OpenPqVerbose(ProxyConninfoAs(*proxy_, "no_such_role", "x"), &err);
+  EXPECT_FALSE(nobody);
+  EXPECT_THAT(err, HasSubstr("28P01"));
+}
+
+}  // namespace
+}  // namespace pgwarden::itest
