@@ -12,22 +12,6 @@ namespace {
 
 constexpr const char* kComponent = "ha";
 
-// Host and port of a "postgres://host:port/..." URL.
-std::optional<config::HostPort> HostPortOfUrl(const std::string& url) {
-  auto scheme = url.find("://");
-  if (scheme == std::string::npos) return std::nullopt;
-  std::string rest = url.substr(scheme + 3);
-  auto at = rest.find('@');
-  if (at != std::string::npos) rest = rest.substr(at + 1);
-  auto slash = rest.find('/');
-  if (slash != std::string::npos) rest = rest.substr(0, slash);
-  try {
-    return config::ParseHostPort(rest, url);
-  } catch (const config::ConfigError&) {
-    return std::nullopt;
-  }
-}
-
 // What in the cluster view should wake the loop at once: everything but the
 // positions members publish every cycle (else members would wake each other
 // in turn forever).
@@ -322,7 +306,7 @@ std::string Agent::FollowedMember(const dcs::ClusterView& view) const {
   auto follow = pg_->CurrentFollow();
   if (!follow || follow->host.empty()) return "";
   for (const auto& [name, m] : view.members) {
-    auto hp = HostPortOfUrl(m.conn_url);
+    auto hp = config::HostPortOfUrl(m.conn_url);
     if (hp && hp->host == follow->host && hp->port == follow->port) return name;
   }
   return "";
@@ -335,7 +319,7 @@ std::optional<pg::StandbyTarget> Agent::TargetFor(const std::string& member,
   if (member.empty()) return t;
   const dcs::Member* m = view.FindMember(member);
   if (m == nullptr) return std::nullopt;
-  auto hp = HostPortOfUrl(m->conn_url);
+  auto hp = config::HostPortOfUrl(m->conn_url);
   if (!hp) return std::nullopt;
   t.host = hp->host;
   t.port = hp->port;

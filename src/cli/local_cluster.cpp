@@ -56,4 +56,12 @@ config::Config LoadClientConfig(const std::optional<std::string>& config_file,
   return config::LoadConfigFile(path, config::ConfigUse::kClient);
 }
 
+std::unique_ptr<dcs::EtcdDcs> MakeClientDcs(const config::Config& cfg,
+                                            std::chrono::milliseconds request_timeout) {
+  std::vector<std::string> endpoints;
+  for (const auto& h : cfg.etcd.hosts) endpoints.push_back(h.ToString());
+  return std::make_unique<dcs::EtcdDcs>(endpoints, cfg.KeyPrefix(), cfg.bootstrap.dcs.ttl,
+                                        request_timeout);
+}
+
 }  // namespace pgwarden::cli

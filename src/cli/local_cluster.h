@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "dcs/etcd_dcs.h"
 
 namespace pgwarden::cli {
 
@@ -43,5 +44,9 @@ std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& exp
 // <dir>/cluster.yml. Throws config::ConfigError.
 config::Config LoadClientConfig(const std::optional<std::string>& config_file,
                                 const std::string& dir);
+
+// A read-only etcd client for the cluster of `cfg` (its lease is never granted).
+std::unique_ptr<dcs::EtcdDcs> MakeClientDcs(const config::Config& cfg,
+                                            std::chrono::milliseconds request_timeout);
 
 }  // namespace pgwarden::cli

@@ -53,25 +53,6 @@ options:
   --dir D / -c FILE  as for status
 )TXT";
 
-struct Endpoint {
-  std::string host;
-  uint16_t port = 0;
-};
-
-std::optional<Endpoint> EndpointOf(const std::string& url) {
-  auto scheme = url.find("://");
-  if (scheme == std::string::npos) return std::nullopt;
-  std::string rest = url.substr(scheme + 3);
-  if (auto at = rest.find('@'); at != std::string::npos) rest = rest.substr(at + 1);
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
-  try {
-    auto hp = config::ParseHostPort(rest, url);
-    return Endpoint{hp.host, hp.port};
-  } catch (const config::ConfigError&) {
-    return std::nullopt;
-  }
-}
-
 std::string PercentEncode(const std::string& s) {
   static const char* kHex = "0123456789ABCDEF";
   std::string out;
@@ -85,13 +66,6 @@ std::string PercentEncode(const std::string& s) {
     }
   }
   return out;
-}
-
-std::unique_ptr<dcs::EtcdDcs> ClientDcs(const config::Config& cfg) {
-  std::vector<std::string> endpoints;
-  for (const auto& h : cfg.etcd.hosts) endpoints.push_back(h.ToString());
-  return std::make_unique<dcs::EtcdDcs>(endpoints, cfg.KeyPrefix(), cfg.bootstrap.dcs.ttl,
-                                        std::chrono::milliseconds(3000));
 }
 
 // One member's row: the /cluster fields plus what PostgreSQL itself says.
@@ -118,7 +92,7 @@ std::vector<Row> CollectRows(const config::Config& cfg, const dcs::ClusterView& 
     r.state = m.state;
     r.api_url = m.api_url;
     r.timeline = m.timeline;
-    if (auto ep = EndpointOf(m.conn_url)) {
+    if (auto ep = config::HostPortOfUrl(m.conn_url)) {
       r.host = ep->host;
       r.port = ep->port;
     }
@@ -260,7 +234,7 @@ int StatusCommand(int argc, char** argv, int first) {
     std::cerr << "pgwarden status: " << e.what() << "\n";
     return kExitUsage;
   }
-  auto dcs = ClientDcs(cfg);
+  auto dcs = MakeClientDcs(cfg, std::chrono::milliseconds(3000));
   for (int round = 0;; ++round) {
     auto view = dcs->Load();
     if (!view.ok()) {
@@ -323,7 +297,7 @@ int DsnCommand(int argc, char** argv, int first) {
       return kExitUsage;
     }
   }
-  auto view = ClientDcs(cfg)->Load();
+  auto view = MakeClientDcs(cfg, std::chrono::milliseconds(3000))->Load();
   if (!view.ok()) {
     std::cerr << "pgwarden dsn: " << view.status().message() << "\n";
     return kExitFailure;
@@ -357,7 +331,7 @@ int DsnCommand(int argc, char** argv, int first) {
       return kExitFailure;
     }
   }
-  auto ep = EndpointOf(chosen->conn_url);
+  auto ep = config::HostPortOfUrl(chosen->conn_url);
   if (!ep) {
     std::cerr << "pgwarden dsn: member " << chosen->name << " publishes no usable conn_url ("
               << chosen->conn_url << ")\n";

@@ -242,13 +242,6 @@ Result<pid_t> StartAgent(const LocalCluster& lc, const std::string& node) {
   return *pid;
 }
 
-std::unique_ptr<dcs::EtcdDcs> ClientDcs(const config::Config& cfg) {
-  std::vector<std::string> endpoints;
-  for (const auto& h : cfg.etcd.hosts) endpoints.push_back(h.ToString());
-  return std::make_unique<dcs::EtcdDcs>(endpoints, cfg.KeyPrefix(), cfg.bootstrap.dcs.ttl,
-                                        std::chrono::milliseconds(2000));
-}
-
 // One primary led by the leader and every other node streaming.
 bool Healthy(const dcs::ClusterView& v, size_t nodes, std::string* progress) {
   std::ostringstream os;
@@ -312,8 +305,8 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
                             const dcs::ClusterView& view) {
   const dcs::Member* leader = view.HasLeader() ? view.FindMember(view.leader->name) : nullptr;
   if (leader == nullptr) return NotFound("no leader to point the proxy at");
-  std::string hostport = leader->conn_url.substr(leader->conn_url.find("://") + 3);
-  hostport = hostport.substr(0, hostport.find('/'));
+  auto leader_at = config::HostPortOfUrl(leader->conn_url);
+  if (!leader_at) return NotFound("the leader publishes no usable conn_url: " + leader->conn_url);
   uint16_t port = 0;
   if (cfg.proxy_yaml) {
     try {
@@ -340,11 +333,10 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
   std::string userlist = lc.dir + "/userlist.txt";
   WriteFile(userlist, "\"" + su.username + "\" \"" + su.password + "\"\n",
             fs::perms::owner_read | fs::perms::owner_write);
-  auto colon = hostport.rfind(':');
   text += "proxy:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n  auth_file: " + userlist +
           "\n  admin_users: [" + su.username +
-          "]\n  databases:\n    '*': {host: " + hostport.substr(0, colon) +
-          ", port: " + hostport.substr(colon + 1) + "}\n";
+          "]\n  databases:\n    '*': {host: " + leader_at->host +
+          ", port: " + std::to_string(leader_at->port) + "}\n";
   if (running) {
     if (text == old_text) return port;  // same leader, same settings: keep its clients
     StopProcess(*running, SIGTERM, std::chrono::seconds(40));
@@ -462,7 +454,7 @@ int UpCommand(int argc, char** argv, int first) {
     agent_pids[n.name] = *pid;
   }
 
-  auto dcs = ClientDcs(cfg);
+  auto dcs = MakeClientDcs(cfg, std::chrono::milliseconds(2000));
   std::string progress;
   bool healthy = false;
   auto deadline = started + std::chrono::seconds(timeout_s);
@@ -591,7 +583,7 @@ int StopAll(const LocalCluster& lc, bool quiet) {
   // Replicas first, the leader last: nobody waits for a leader that is gone.
   std::string leader;
   if (!lc.ManagesEtcd() || LivePid(lc.EtcdPidFile(), "etcd")) {
-    auto v = ClientDcs(cfg)->Load();
+    auto v = MakeClientDcs(cfg, std::chrono::milliseconds(2000))->Load();
     if (v.ok() && v->HasLeader()) leader = v->leader->name;
   }
   bool ok = true;

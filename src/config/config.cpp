@@ -944,4 +944,17 @@ Config LoadConfigFile(const std::string& path, ConfigUse use) {
   return LoadConfigText(text, path, use);
 }
 
+std::optional<HostPort> HostPortOfUrl(const std::string& url) {
+  auto scheme = url.find("://");
+  if (scheme == std::string::npos) return std::nullopt;
+  std::string rest = url.substr(scheme + 3);
+  if (auto at = rest.find('@'); at != std::string::npos) rest = rest.substr(at + 1);
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  try {
+    return ParseHostPort(rest, url);
+  } catch (const ConfigError&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace pgwarden::config

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -130,6 +131,9 @@ Config LoadConfigFile(const std::string& path, ConfigUse use = ConfigUse::kNode)
 // Same, from text (`source_name` is used in messages).
 Config LoadConfigText(const std::string& yaml, const std::string& source_name,
                       ConfigUse use = ConfigUse::kNode);
+
+// Host and port of a "postgres://[user@]host:port/..." URL; nullopt when it has none.
+std::optional<HostPort> HostPortOfUrl(const std::string& url);
 
 // Parses "host:port" / "[v6]:port"; throws ConfigError naming `what` when bad.
 HostPort ParseHostPort(const std::string& text, const std::string& what);

@@ -708,3 +708,18 @@ TEST(HostPortTest, ParseAndFormat) {
 
 }  // namespace
 }  // namespace pgwarden::config
+
+namespace pgwarden::config {
+namespace {
+
+TEST(HostPortOfUrlTest, ReadsHostAndPortOfConnUrls) {
+  EXPECT_EQ(HostPortOfUrl("postgres://10.0.1.10:5432/postgres"), (HostPort{"10.0.1.10", 5432}));
+  EXPECT_EQ(HostPortOfUrl("postgresql://u:p@db.example:6432/x"), (HostPort{"db.example", 6432}));
+  EXPECT_EQ(HostPortOfUrl("postgres://[::1]:5433/postgres"), (HostPort{"::1", 5433}));
+  EXPECT_FALSE(HostPortOfUrl("10.0.1.10:5432").has_value());
+  EXPECT_FALSE(HostPortOfUrl("postgres://nohost/postgres").has_value());
+  EXPECT_FALSE(HostPortOfUrl("postgres://h:99999/").has_value());
+}
+
+}  // namespace
+}  // namespace pgwarden::config
