@@ -14,7 +14,7 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
 
 Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_size,
            int reserve_size, PoolMode mode, int* db_connection_count, std::mutex* db_mu,
-           int max_db_connections)
+           int max_db_connections, Millis server_lifetime)
     : database_(std::move(database)),
       user_(std::move(user)),
       db_(std::move(db)),
@@ -23,7 +23,8 @@ Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_s
       mode_(mode),
       db_count_(db_connection_count),
       db_mu_(db_mu),
-      max_db_connections_(max_db_connections) {}
+      max_db_connections_(max_db_connections),
+      server_lifetime_(server_lifetime) {}
 
 bool Pool::CanOpenLocked(bool use_reserve) const {
   int total = static_cast<int>(idle_.size() + lent_.size()) + connecting_;
@@ -105,6 +106,7 @@ void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
     std::lock_guard lock(mu_);
     lent_.erase(server->id);
     server->last_used = now;
+    if (now - server->created > server_lifetime_) server->broken = true;  // retire it now
     if (server->broken) {
       LOG_DEBUG(kLog, "closing server connection " << server->id);
       server.reset();

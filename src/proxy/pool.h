@@ -42,7 +42,8 @@ using ServerCallback = std::function<void(ServerConnPtr server, Status error)>;
 class Pool {
  public:
   Pool(std::string database, std::string user, DatabaseConfig db, int pool_size, int reserve_size,
-       PoolMode mode, int* db_connection_count, std::mutex* db_mu, int max_db_connections);
+       PoolMode mode, int* db_connection_count, std::mutex* db_mu, int max_db_connections,
+       Millis server_lifetime = std::chrono::hours(1));
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
@@ -119,6 +120,7 @@ class Pool {
   int* const db_count_;  // connections to this database over all pools; guarded by *db_mu_
   std::mutex* const db_mu_;
   const int max_db_connections_;
+  const Millis server_lifetime_;  // older servers are closed when given back
   PoolStats stats_;
 
   mutable std::mutex mu_;

@@ -220,7 +220,8 @@ Pool* Proxy::FindOrCreatePool(const std::string& database, const std::string& us
   int size = d.pool_size.value_or(cfg_.default_pool_size);
   PoolMode mode = d.pool_mode.value_or(cfg_.pool_mode);
   auto pool = std::make_unique<Pool>(database, user, d, size, cfg_.reserve_pool_size, mode,
-                                     &db_connections_[database], &db_mu_, cfg_.max_db_connections);
+                                     &db_connections_[database], &db_mu_, cfg_.max_db_connections,
+                                     cfg_.server_lifetime);
   Pool* p = pool.get();
   pools_[key] = std::move(pool);
   return p;
