@@ -37,8 +37,10 @@ constexpr const char* kUpHelp =
 
 Starts a local cluster on loopback: a one-member etcd (unless --etcd names
 one), N node agents with PostgreSQL 15 on free ports, waits until one primary
-and N-1 streaming replicas are healthy, prints how to connect and returns
-with the cluster running in the background.
+and N-1 streaming replicas are healthy, starts the proxy (the pooler, in
+transaction mode) on 127.0.0.1:6432 (a free port when 6432 is taken) in
+front of the leader, prints how to connect and returns with the cluster
+running in the background.
 
 Re-running `up` on an existing D starts what is stopped, without
 re-initialising anything. The generated configuration is D/cluster.yml; every
@@ -60,7 +62,7 @@ options:
 
 constexpr const char* kDownHelp = R"(usage: pgwarden down [--dir D]
 
-Stops a local cluster started by `pgwarden up`: the replicas' agents first,
+Stops a local cluster started by `pgwarden up`: the proxy, the replicas' agents,
 then the leader's (each stops its PostgreSQL with a fast shutdown, which
 checkpoints: nothing committed is lost), then etcd. `pgwarden up --dir D`
 starts it again with the same data.
