@@ -325,7 +325,6 @@ class PgControllerImpl final : public PgController {
     auto r = (*conn)->Query("SELECT pg_promote(true, 60)");
     if (!r.ok()) return r.status();
     if (r->text(0, 0) != "t") return PgUnavailable("pg_promote() did not finish within 60 s");
-    std::error_code ec;
     follow_.reset();
     return Status::Ok();
   }

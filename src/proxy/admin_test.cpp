@@ -94,7 +94,7 @@ class AdminTest : public ::testing::Test {
   // Registers a client of (database, user) in `state`.
   std::shared_ptr<ClientInfo> AddClient(const std::string& database, const std::string& user,
                                         const std::string& state) {
-    auto c = proxy_.RegisterClient({});
+    auto c = proxy_.RegisterClient();
     std::lock_guard lock(c->mu);
     c->database = database;
     c->user = user;

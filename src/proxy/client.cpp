@@ -115,7 +115,7 @@ ClientSession::~ClientSession() {
 }
 
 void ClientSession::Start() {
-  info_ = proxy_.RegisterClient(weak_from_this());
+  info_ = proxy_.RegisterClient();
   boost::system::error_code ec;
   auto ep = sock_.remote_endpoint(ec);
   {
@@ -210,10 +210,12 @@ void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
   if (tls_) {
     Status st = tls_->Feed(data, &plain, &client_raw_);
     if (!st.ok() || tls_->closed()) {
-      client_eof_ = !st.ok() ? false : true;
+      // After a close_notify the client is gone; after an error the TLS
+      // alert in client_raw_ is still worth sending.
+      if (!st.ok()) LOG_INFO(kLog, "client " << info_->id << ": " << st.message());
+      client_eof_ = st.ok();
       FlushClient();
       Close(st.ok() ? "client closed the TLS session" : "client TLS error");
-      if (!st.ok()) LOG_INFO(kLog, "client " << info_->id << ": " << st.message());
       return;
     }
     data = plain;

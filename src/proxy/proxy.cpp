@@ -339,7 +339,7 @@ bool Proxy::IsStatsUser(const std::string& user) const {
   return false;
 }
 
-std::shared_ptr<ClientInfo> Proxy::RegisterClient(std::weak_ptr<ClientSession>) {
+std::shared_ptr<ClientInfo> Proxy::RegisterClient() {
   auto info = std::make_shared<ClientInfo>();
   info->id = next_client_id_++;
   std::lock_guard lock(clients_mu_);

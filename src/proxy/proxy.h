@@ -119,7 +119,7 @@ class Proxy {
   bool IsStatsUser(const std::string& user) const;
 
   // Client registry (admin console, cancel, limits).
-  std::shared_ptr<ClientInfo> RegisterClient(std::weak_ptr<ClientSession> session);
+  std::shared_ptr<ClientInfo> RegisterClient();
   void UnregisterClient(uint64_t id);
   // Forwards a CancelRequest to the backend serving the client that got (pid, key).
   void Cancel(int32_t pid, int32_t key);

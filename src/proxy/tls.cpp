@@ -94,14 +94,13 @@ TlsStream::~TlsStream() {
   if (ssl_ != nullptr) SSL_free(ssl_);  // frees the BIOs too
 }
 
-Status TlsStream::Pump(std::string* raw_out) {
+void TlsStream::Pump(std::string* raw_out) {
   char buf[16384];
   for (;;) {
     int n = BIO_read(out_, buf, sizeof buf);
     if (n <= 0) break;
     raw_out->append(buf, static_cast<size_t>(n));
   }
-  return Status::Ok();
 }
 
 Status TlsStream::Start(std::string* raw_out) {
@@ -142,7 +141,8 @@ Status TlsStream::Advance(std::string* plain, std::string* raw_out) {
     pending_plain_.clear();
     PGW_RETURN_IF_ERROR(Encrypt(p, raw_out));
   }
-  return Pump(raw_out);
+  Pump(raw_out);
+  return Status::Ok();
 }
 
 Status TlsStream::Feed(std::string_view raw, std::string* plain, std::string* raw_out) {
@@ -163,7 +163,8 @@ Status TlsStream::Encrypt(std::string_view plain, std::string* raw_out) {
     if (n <= 0) return InvalidArgument(OpenSslError("TLS write failed"));
     off += static_cast<size_t>(n);
   }
-  return Pump(raw_out);
+  Pump(raw_out);
+  return Status::Ok();
 }
 
 }  // namespace pgwarden::proxy

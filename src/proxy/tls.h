@@ -57,7 +57,8 @@ class TlsStream {
   bool closed() const { return closed_; }
 
  private:
-  Status Pump(std::string* raw_out);
+  // Moves what OpenSSL wrote for the network into raw_out.
+  void Pump(std::string* raw_out);
   Status Advance(std::string* plain, std::string* raw_out);
 
   ssl_st* ssl_ = nullptr;
