@@ -319,8 +319,14 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
   auto running = LivePid(lc.dir + "/proxy.pid", "pgwarden");
   if (port == 0) port = PortFree(6432) ? 6432 : FreePort();
   if (!running && !PortFree(port)) {
-    return InvalidArgument("the proxy's port 127.0.0.1:" + std::to_string(port) +
-                           " (proxy.listen in " + lc.ClusterFile() + ") is in use");
+    // Someone took the port while the cluster was down: the same rule as at
+    // the first `up` (6432, else a free port), said out loud.
+    uint16_t taken = port;
+    port = FreePort();
+    std::fprintf(stderr,
+                 "pgwarden up: 127.0.0.1:%u (proxy.listen in %s) is in use; the proxy moves to "
+                 "127.0.0.1:%u\n",
+                 taken, lc.ClusterFile().c_str(), port);
   }
   // cluster.yml without its old proxy section, then the new one.
   std::ifstream in(lc.ClusterFile());

@@ -2,6 +2,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <map>
 
 #include "itest_util.h"
@@ -137,6 +142,37 @@ TEST(RestartTest, UpOnARunningClusterRestartsNothing) {
   for (const auto& [name, pid] : agents) EXPECT_TRUE(ProcessAlive(pid)) << name;
   for (const auto& [name, pid] : postmasters) EXPECT_TRUE(ProcessAlive(pid)) << name;
   EXPECT_EQ(cluster.Leader(), leader);
+}
+
+// Regression: `down`, another program takes the proxy's recorded port, `up`
+// failed with "the cluster is up but the proxy is not".
+TEST(RestartTest, UpMovesTheProxyWhenItsPortWasTakenMeanwhile) {
+  TempDir tmp("pgw-itest-proxyport");
+  LocalClusterGuard cluster(tmp.Sub("cluster"));
+  CommandResult up = cluster.Up({"--nodes", "1"});
+  ASSERT_EQ(up.exit_code, 0) << up.Describe() << cluster.Logs();
+  CommandResult dsn = cluster.Pgwarden("dsn", {"--role", "proxy-rw"});
+  ASSERT_EQ(dsn.exit_code, 0) << dsn.Describe();
+  std::string old_uri = dsn.out;
+  uint16_t port = static_cast<uint16_t>(std::stoi(
+      old_uri.substr(old_uri.rfind(':') + 1, old_uri.rfind('/') - old_uri.rfind(':') - 1)));
+  ASSERT_EQ(cluster.Down().exit_code, 0);
+
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << "port " << port;
+  ASSERT_EQ(listen(fd, 1), 0);
+  up = cluster.Up();
+  close(fd);
+  ASSERT_EQ(up.exit_code, 0) << up.Describe() << cluster.Logs();
+  EXPECT_THAT(up.err, ::testing::HasSubstr("is in use; the proxy moves to"));
+  dsn = cluster.Pgwarden("dsn", {"--role", "proxy-rw"});
+  ASSERT_EQ(dsn.exit_code, 0) << dsn.Describe();
+  EXPECT_NE(dsn.out, old_uri);
 }
 
 }  // namespace
