@@ -2,17 +2,20 @@
 #include "proxy/client.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/rand.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "common/log.h"
 #include "proxy/admin.h"
 
 namespace pgwarden::proxy {
-namespace asio = boost::asio;
 namespace {
 
 constexpr const char* kLog = "client";
@@ -107,49 +110,65 @@ const char* ClientStateName(ClientState s) {
   return "?";
 }
 
-ClientSession::ClientSession(Worker& worker, asio::ip::tcp::socket socket)
-    : worker_(worker), proxy_(worker.proxy()), sock_(std::move(socket)) {}
+ClientSession::ClientSession(Worker& worker, int fd)
+    : worker_(worker), proxy_(worker.proxy()), fd_(fd) {}
 
 ClientSession::~ClientSession() {
+  if (fd_ >= 0) ::close(fd_);
   if (info_) proxy_.UnregisterClient(info_->id);
 }
 
 void ClientSession::Start() {
   info_ = proxy_.RegisterClient();
-  boost::system::error_code ec;
-  auto ep = sock_.remote_endpoint(ec);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      port = ntohs(a->sin6_port);
+    }
+  }
   {
     std::lock_guard lock(info_->mu);
-    if (!ec) {
-      info_->addr = ep.address().to_string();
-      info_->port = ep.port();
-    }
+    info_->addr = host;
+    info_->port = port;
     info_->state = "login";
     info_->connect_time = std::chrono::steady_clock::now();
     info_->request_time = info_->connect_time;
   }
-  sock_.non_blocking(true, ec);
-  sock_.set_option(asio::ip::tcp::no_delay(true), ec);
-  if (proxy_.client_count() > proxy_.config().max_client_conn) {
-    FailFatal("53300", "no more connections allowed (max_client_conn)");
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (Status st = worker_.loop().Add(fd_, this); !st.ok()) {
+    LOG_WARN(kLog, "client " << info_->id << ": " << st.message());
+    SetState(ClientState::kClosed);
+    worker_.Forget(this);
     return;
   }
-  login_timer_ = std::make_unique<asio::steady_timer>(worker_.ioc());
-  login_timer_->expires_after(proxy_.config().client_login_timeout);
-  login_timer_->async_wait([self = shared_from_this()](boost::system::error_code e) {
-    if (e || self->state_ >= ClientState::kIdle) return;
+  if (proxy_.client_count() > proxy_.config().max_client_conn) {
+    FailFatal("53300", "no more connections allowed (max_client_conn)");
+    Pump();
+    return;
+  }
+  login_timer_ = worker_.loop().After(proxy_.config().client_login_timeout, [w = weak_from_this()] {
+    auto self = w.lock();
+    if (!self || self->state_ >= ClientState::kIdle) return;
+    self->login_timer_ = {};
     self->FailFatal("08P01", "authentication timeout: the client did not log in in time");
+    self->Pump();
   });
-  WaitClientReadable();
 }
 
 void ClientSession::SetState(ClientState s) {
   if (state_ == s) return;
   state_ = s;
-  if (s >= ClientState::kIdle && login_timer_) {
-    login_timer_->cancel();
-    login_timer_.reset();
-  }
+  if (s >= ClientState::kIdle) worker_.loop().Cancel(login_timer_);
   std::lock_guard lock(info_->mu);
   info_->state = ClientStateName(s);
   if (s == ClientState::kWaiting || s == ClientState::kActive) {
@@ -159,53 +178,89 @@ void ClientSession::SetState(ClientState s) {
 
 // ---------------------------------------------------------------- I/O
 
-void ClientSession::WaitClientReadable() {
-  if (client_wait_ || state_ == ClientState::kClosed || client_eof_) return;
-  client_wait_ = true;
-  // A speculative read: Asio tries recv() at once and only then waits for
-  // readiness, so no epoll_ctl per request and no readiness edge is lost.
-  // Small reads go to a few bytes inside the session; a buffer is taken only
-  // while a read fills that.
-  read_big_ = big_ != nullptr;
-  char* buf = read_big_ ? big_.get() : small_;
-  size_t cap = read_big_ ? kBigBuffer : sizeof small_;
-  sock_.async_read_some(asio::buffer(buf, cap),
-                        [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-                          self->client_wait_ = false;
-                          if (self->state_ == ClientState::kClosed) return;
-                          self->OnClientRead(ec, n);
-                        });
+void ClientSession::OnIo(uint32_t events) {
+  if (state_ == ClientState::kClosed) return;
+  if (events & EPOLLOUT) client_writable_ = true;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client_readable_ = true;
+  Pump();
 }
 
-void ClientSession::WaitServerReadable() {
-  if (server_wait_ || !server_ || state_ == ClientState::kClosed) return;
-  server_wait_ = true;
-  if (!server_->rbuf) server_->rbuf = std::make_unique<char[]>(ServerConn::kReadBuffer);
-  server_->socket->async_read_some(
-      asio::buffer(server_->rbuf.get(), ServerConn::kReadBuffer),
-      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-        self->server_wait_ = false;
-        if (ec == asio::error::operation_aborted || !self->server_) return;
-        self->OnServerRead(ec, n);
-      });
+void ClientSession::OnServerIo(uint32_t events) {
+  if (state_ == ClientState::kClosed || !server_) return;
+  if (events & EPOLLOUT) server_writable_ = true;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) server_readable_ = true;
+  Pump();
 }
 
-void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
-  if (ec == asio::error::operation_aborted) return;
-  if (ec) {
-    client_eof_ = true;
-    Close(ec == asio::error::eof ? "client closed the connection" : "client read error");
+bool ClientSession::ClientMayRead() const {
+  // Read on only while what we read can be passed on.
+  switch (state_) {
+    case ClientState::kWaiting:
+    case ClientState::kLookup:
+    case ClientState::kWelcome:
+    case ClientState::kClosing:
+    case ClientState::kClosed:
+      return false;
+    default:
+      break;
+  }
+  return !client_eof_ && !ServerOutputPending() && !(ClientOutputPending() && !server_);
+}
+
+void ClientSession::Pump() {
+  if (pumping_) {  // called again from inside: the loop below goes round once more
+    pump_again_ = true;
     return;
   }
-  // Work on a copy: handling may start the next read into the same buffer.
-  std::string& buf = worker_.scratch();
-  buf.assign(read_big_ ? big_.get() : small_, n);
-  size_t cap = read_big_ ? kBigBuffer : sizeof small_;
-  if (n == cap && !big_) big_ = std::make_unique<char[]>(kBigBuffer);  // data is flowing
-  if (n < sizeof small_ && big_ && read_big_) big_.reset();            // quiet again
+  pumping_ = true;
+  // Bounded: a busy pair of sockets yields to the loop's other events and
+  // continues in a posted job.
+  bool more = false;
+  for (int round = 0; state_ != ClientState::kClosed; ++round) {
+    if (round == 64) {
+      more = true;
+      break;
+    }
+    pump_again_ = false;
+    bool moved = false;
+    if (ClientOutputPending() && client_writable_) moved |= FlushClient();
+    if (server_ && ServerOutputPending() && server_writable_) moved |= FlushServer();
+    if (server_ && server_readable_ && !ClientOutputPending()) moved |= ReadServer();
+    if (state_ == ClientState::kClosed) break;
+    if (client_readable_ && ClientMayRead()) moved |= ReadClient();
+    if (state_ == ClientState::kClosing && !server_ && (!ClientOutputPending() || client_eof_)) {
+      FinishClose();
+      break;
+    }
+    if (!moved && !pump_again_) break;
+  }
+  pumping_ = false;
+  if (more) worker_.loop().Post([self = shared_from_this()] { self->Pump(); });
+}
+
+bool ClientSession::ReadClient() {
+  char* buf = worker_.read_buffer();
+  const size_t cap = Worker::kReadBuffer;
+  ssize_t n = ::recv(fd_, buf, cap, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      client_readable_ = false;
+      return false;
+    }
+    if (errno == EINTR) return true;
+    client_eof_ = true;
+    Close("client read error");
+    return true;
+  }
+  if (n == 0) {
+    client_eof_ = true;
+    Close("client closed the connection");
+    return true;
+  }
+  if (static_cast<size_t>(n) < cap) client_readable_ = false;  // drained
   if (pool_)
     pool_->stats().bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-  std::string_view data(buf.data(), static_cast<size_t>(n));
+  std::string_view data(buf, static_cast<size_t>(n));
   std::string plain;
   if (tls_) {
     Status st = tls_->Feed(data, &plain, &client_raw_);
@@ -214,9 +269,8 @@ void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
       // alert in client_raw_ is still worth sending.
       if (!st.ok()) LOG_INFO(kLog, "client " << info_->id << ": " << st.message());
       client_eof_ = st.ok();
-      FlushClient();
       Close(st.ok() ? "client closed the TLS session" : "client TLS error");
-      return;
+      return true;
     }
     data = plain;
   }
@@ -230,161 +284,135 @@ void ClientSession::OnClientRead(boost::system::error_code ec, size_t n) {
   } else {
     HandleClientData(data);
   }
-  if (state_ == ClientState::kClosed) return;
-  FlushClient();
-  FlushServer();
-  // Read on only while what we read could be passed on.
-  bool blocked = ServerOutputPending() || state_ == ClientState::kWaiting ||
-                 state_ == ClientState::kLookup || state_ == ClientState::kWelcome ||
-                 state_ == ClientState::kClosing || (ClientOutputPending() && !server_);
-  if (!blocked) WaitClientReadable();
+  return true;
 }
 
-void ClientSession::OnServerRead(boost::system::error_code ec, size_t n) {
-  if (ec) {
-    LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << " lost");
-    server_->broken = true;
-    bool mid_request = !pending_.empty();
-    ReleaseServer(true);
-    if (mid_request && state_ != ClientState::kClosing) {
-      pgwire::AppendErrorResponse(out_, "FATAL", "08006",
-                                  "server connection lost while running the request");
-      FlushClient();
-      Close("server connection lost");
-    } else if (state_ == ClientState::kClosing) {
-      FinishClose();
-    }
-    return;
+void ClientSession::ServerLost(const char* what) {
+  LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << ": " << what);
+  bool mid_request = !pending_.empty();
+  ReleaseServer(true);
+  if (state_ == ClientState::kClosing) return;  // Pump finishes the close
+  if (mid_request) {
+    pgwire::AppendErrorResponse(
+        out_, "FATAL", "08006",
+        std::string("server connection lost while running the request (") + what + ")");
+    Close("server connection lost");
   }
-  // Work on a copy: the server (and its buffer) may go back to the pool below.
-  std::string& buf = worker_.scratch();
-  buf.assign(server_->rbuf.get(), n);
+}
+
+bool ClientSession::ReadServer() {
+  char* buf = worker_.read_buffer();
+  const size_t cap = Worker::kReadBuffer;
+  ssize_t n = ::recv(server_->fd, buf, cap, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      server_readable_ = false;
+      return false;
+    }
+    if (errno == EINTR) return true;
+    ServerLost(std::strerror(errno));
+    return true;
+  }
+  if (n == 0) {
+    ServerLost("closed by the server");
+    return true;
+  }
+  if (static_cast<size_t>(n) < cap) server_readable_ = false;  // drained
+  std::string_view data(buf, static_cast<size_t>(n));
+  std::string plain;
   if (server_->tls) {
-    std::string plain;
-    Status st = server_->tls->Feed(buf, &plain, &srv_raw_);
+    Status st = server_->tls->Feed(data, &plain, &srv_raw_);
     if (!st.ok() || server_->tls->closed()) {
       LOG_WARN(kLog, "server connection " << server_->id << ": TLS "
                                           << (st.ok() ? "closed" : st.message()));
-      server_->broken = true;
       ReleaseServer(true);
       pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost (TLS)");
-      FlushClient();
       Close("server TLS error");
-      return;
+      return true;
     }
-    if (!srv_raw_.empty()) FlushServer();
-    buf = std::move(plain);
+    data = plain;
   }
-  ProcessServerBytes(buf);
-  if (state_ == ClientState::kClosed) return;
-  FlushClient();
+  ProcessServerBytes(data);
+  if (state_ == ClientState::kClosed) return true;
   if (release_ready_) {
     release_ready_ = false;
     ReleaseServer(false);
-    if (state_ == ClientState::kClosing) {
-      FinishClose();
-      return;
-    }
-    ResumeClient();
-    return;
   }
-  if (!ClientOutputPending()) WaitServerReadable();
-  // Output to the server drained? Then the client may send again.
-  if (!ServerOutputPending() && state_ == ClientState::kActive) WaitClientReadable();
+  return true;
 }
-
-void ClientSession::ResumeClient() { WaitClientReadable(); }
-
-void ClientSession::ResumeServer() { WaitServerReadable(); }
 
 bool ClientSession::ClientOutputPending() const { return !out_.empty() || !client_raw_.empty(); }
 
 bool ClientSession::ServerOutputPending() const { return !srv_out_.empty() || !srv_raw_.empty(); }
 
-void ClientSession::FlushClient() {
-  if (state_ == ClientState::kClosed) return;
+bool ClientSession::FlushClient() {
+  if (state_ == ClientState::kClosed) return false;
   if (tls_ && !out_.empty()) {
     if (!tls_->Encrypt(out_, &client_raw_).ok()) {
       out_.clear();
       client_eof_ = true;
       Close("client TLS error");
-      return;
+      return true;
     }
     out_.clear();
   }
   std::string& wire = tls_ ? client_raw_ : out_;
-  if (wire.empty()) return;
-  ssize_t n = ::send(sock_.native_handle(), wire.data(), wire.size(), MSG_NOSIGNAL);
-  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+  if (wire.empty()) return false;
+  ssize_t n = ::send(fd_, wire.data(), wire.size(), MSG_NOSIGNAL);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      client_writable_ = false;
+      return false;
+    }
+    if (errno == EINTR) return true;
     out_.clear();
     client_raw_.clear();
     client_eof_ = true;
     Close("client write error");
-    return;
+    return true;
   }
-  if (n > 0) {
-    if (pool_)
-      pool_->stats().bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  if (pool_)
+    pool_->stats().bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  if (static_cast<size_t>(n) < wire.size()) {
+    client_writable_ = false;  // the socket buffer is full: wait for EPOLLOUT
     wire.erase(0, static_cast<size_t>(n));
-  }
-  if (wire.empty()) {
+  } else {
+    wire.clear();
     wire.shrink_to_fit();  // idle clients hold no buffer
-    return;
   }
-  if (client_write_wait_) return;
-  client_write_wait_ = true;
-  sock_.async_wait(asio::socket_base::wait_write,
-                   [self = shared_from_this()](boost::system::error_code ec) {
-                     self->client_write_wait_ = false;
-                     if (ec || self->state_ == ClientState::kClosed) return;
-                     self->FlushClient();
-                     if (!self->ClientOutputPending()) {
-                       if (self->state_ == ClientState::kClosing && !self->server_) {
-                         self->FinishClose();
-                         return;
-                       }
-                       if (self->server_)
-                         self->ResumeServer();
-                       else
-                         self->ResumeClient();
-                     }
-                   });
+  return true;
 }
 
-void ClientSession::FlushServer() {
-  if (!server_) return;
+bool ClientSession::FlushServer() {
+  if (!server_) return false;
   if (server_->tls && !srv_out_.empty()) {
     if (!server_->tls->Encrypt(srv_out_, &srv_raw_).ok()) srv_raw_.clear();
     srv_out_.clear();
   }
   std::string& wire = server_->tls ? srv_raw_ : srv_out_;
-  if (wire.empty()) return;
+  if (wire.empty()) return false;
   ssize_t n = ::send(server_->fd, wire.data(), wire.size(), MSG_NOSIGNAL);
-  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-    server_->broken = true;
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      server_writable_ = false;
+      return false;
+    }
+    if (errno == EINTR) return true;
     srv_out_.clear();
     srv_raw_.clear();
     ReleaseServer(true);
     pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
-    FlushClient();
     Close("server write error");
-    return;
+    return true;
   }
-  if (n > 0) wire.erase(0, static_cast<size_t>(n));
-  if (wire.empty()) {
+  if (static_cast<size_t>(n) < wire.size()) {
+    server_writable_ = false;
+    wire.erase(0, static_cast<size_t>(n));
+  } else {
+    wire.clear();
     wire.shrink_to_fit();
-    WaitServerReadable();
-    return;
   }
-  if (server_write_wait_) return;
-  server_write_wait_ = true;
-  server_->socket->async_wait(asio::socket_base::wait_write,
-                              [self = shared_from_this()](boost::system::error_code ec) {
-                                self->server_write_wait_ = false;
-                                if (ec || !self->server_) return;
-                                self->FlushServer();
-                                if (!self->ServerOutputPending()) self->ResumeClient();
-                              });
+  return true;
 }
 
 void ClientSession::Close(const char* why) {
@@ -394,33 +422,35 @@ void ClientSession::Close(const char* why) {
   if (server_) {
     if (ServerIdleAndClean() && pool_ && pool_->mode() == PoolMode::kSession && !admin_ &&
         !proxy_.config().server_reset_query.empty()) {
-      // Session pooling: reset the server before the next client gets it.
+      // Session pooling: reset the server before the next client gets it;
+      // the server is given back when the reset's ReadyForQuery arrives.
       SetState(ClientState::kClosing);
       pgwire::AppendQuery(srv_out_, proxy_.config().server_reset_query);
       pending_.push_back(Pending::kSwallowQuery);
       ++syncs_;
-      FlushServer();
       return;
     }
     ReleaseServer(!ServerIdleAndClean());
   }
+  // Pump() finishes the close once the output has gone out.
   SetState(ClientState::kClosing);
-  if (ClientOutputPending() && !client_eof_) {
-    FlushClient();
-    if (ClientOutputPending()) return;  // FinishClose after the write drains
+  if (client_eof_) {
+    out_.clear();
+    client_raw_.clear();
   }
-  FinishClose();
 }
 
 void ClientSession::FinishClose() {
   if (state_ == ClientState::kClosed) return;
   if (server_) ReleaseServer(!ServerIdleAndClean());
   SetState(ClientState::kClosed);
-  if (login_timer_) login_timer_->cancel();
-  message_timer_.reset();
-  boost::system::error_code ec;
-  sock_.shutdown(asio::socket_base::shutdown_both, ec);
-  sock_.close(ec);
+  worker_.loop().Cancel(login_timer_);
+  worker_.loop().Cancel(message_timer_);
+  worker_.loop().Remove(fd_, this);
+  ::shutdown(fd_, SHUT_RDWR);
+  ::close(fd_);
+  fd_ = -1;
+  worker_.Forget(this);
 }
 
 void ClientSession::FailFatal(std::string_view sqlstate, std::string_view message) {
@@ -537,11 +567,11 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
       return;
     }
   }
-  boost::system::error_code ec;
-  auto ep = sock_.remote_endpoint(ec);
-  uint32_t ipv4 = 0;
-  bool is_v4 = !ec && ep.address().is_v4();
-  if (is_v4) ipv4 = htonl(ep.address().to_v4().to_uint());
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  bool is_v4 =
+      ::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family == AF_INET;
+  uint32_t ipv4 = is_v4 ? reinterpret_cast<sockaddr_in*>(&ss)->sin_addr.s_addr : 0;
   method_ = proxy_.MethodFor(database_, user_, ipv4, is_v4);
   if (method_ == AuthMethod::kReject) {
     FailFatal("28000",
@@ -549,11 +579,13 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
     return;
   }
   SetState(ClientState::kLookup);
-  proxy_.LookupUser(
-      database_, user_, [self = shared_from_this()](Result<pgwire::UserCredential> r) {
-        asio::post(self->worker_.ioc(),
-                   [self, r = std::move(r)]() mutable { self->OnCredential(std::move(r)); });
-      });
+  proxy_.LookupUser(database_, user_,
+                    [self = shared_from_this()](Result<pgwire::UserCredential> r) {
+                      self->worker_.loop().Post([self, r = std::move(r)]() mutable {
+                        self->OnCredential(std::move(r));
+                        self->Pump();
+                      });
+                    });
 }
 
 void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
@@ -565,8 +597,6 @@ void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
   }
   BeginAuth();
   if (state_ == ClientState::kAuth && !in_.empty()) HandleStartupBytes({});
-  FlushClient();
-  if (state_ != ClientState::kClosed && state_ != ClientState::kClosing) ResumeClient();
 }
 
 void ClientSession::BeginAuth() {
@@ -751,14 +781,15 @@ void ClientSession::RequestServer() {
   // The pool's waiter entry keeps the session alive while it waits (nothing
   // else does: we do not read from the client meanwhile).
   auto self = shared_from_this();
-  asio::io_context& ioc = worker_.ioc();
   bool open_new = false;
   ServerConnPtr s = pool_->Acquire(
       worker_.index(), info_->id,
-      [self, &ioc](ServerConnPtr server, Status error) {
+      [self](ServerConnPtr server, Status error) {
         auto holder = std::make_shared<ServerConnPtr>(std::move(server));
-        asio::post(ioc,
-                   [self, holder, error]() mutable { self->OnServer(std::move(*holder), error); });
+        self->worker_.loop().Post([self, holder, error]() mutable {
+          self->OnServer(std::move(*holder), error);
+          self->Pump();
+        });
       },
       std::chrono::steady_clock::now(), &open_new);
   if (open_new) proxy_.OpenServer(pool_);
@@ -787,13 +818,29 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
     pool_->SetServerParams(params);
     proxy_.ReleaseServer(std::move(server));
     SendWelcome(params);
-    FlushClient();
     if (!in_.empty()) {
       std::string pending_in = std::move(in_);
       in_.clear();
       HandleClientData(pending_in);
     }
-    ResumeClient();
+    return;
+  }
+  if (server->home >= 0 && server->home != worker_.index()) {
+    // Registered with another worker's loop: that worker's thread lets go
+    // of it (no event of its loop may still refer to it), then it comes here.
+    Worker& from = proxy_.worker(server->home);
+    auto holder = std::make_shared<ServerConnPtr>(std::move(server));
+    from.loop().Post([&from, holder, self = shared_from_this()] {
+      ServerConn& s = **holder;
+      from.loop().Remove(s.fd, &s);
+      s.home = -1;
+      s.worker = nullptr;
+      s.missed_events = 0;
+      self->worker_.loop().Post([self, holder] {
+        self->OnServer(std::move(*holder), Status::Ok());
+        self->Pump();
+      });
+    });
     return;
   }
   AttachServer(std::move(server));
@@ -801,29 +848,32 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
 
 void ClientSession::AttachServer(ServerConnPtr server) {
   server_ = std::move(server);
-  // Register the server socket with our event loop (a move between threads
-  // only when the pool had no server of this worker).
-  if (server_->home != worker_.index() || !server_->socket) {
-    int fd = server_->fd;
-    if (server_->socket) {
-      boost::system::error_code ec;
-      server_->socket->release(ec);
+  server_writable_ = true;
+  if (server_->home != worker_.index()) {
+    // First use on this worker: register it (its current readiness is
+    // reported as an event).
+    if (Status st = worker_.loop().Add(server_->fd, server_.get()); !st.ok()) {
+      LOG_WARN(kLog, "server connection " << server_->id << ": " << st.message());
+      ReleaseServer(true);
+      pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
+      Close("server registration failed");
+      return;
     }
-    server_->socket = std::make_unique<asio::ip::tcp::socket>(worker_.ioc());
-    boost::system::error_code ec;
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    bool v6 =
-        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family == AF_INET6;
-    server_->socket->assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
     server_->home = worker_.index();
+    server_->worker = &worker_;
+    server_readable_ = false;
+  } else {
+    // Readiness that arrived while no session held it.
+    server_readable_ = (server_->missed_events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   }
+  server_->missed_events = 0;
+  server_->session = this;
   SetState(ClientState::kActive);
   xact_start_ = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(info_->mu);
     auto colon = server_->addr.rfind(':');
-    info_->server_host = server_->addr.substr(0, colon);
+    info_->server_host.assign(server_->addr, 0, colon);
     info_->server_port = static_cast<uint16_t>(std::atoi(server_->addr.c_str() + colon + 1));
     info_->server_pid = server_->backend_pid;
     info_->server_key = server_->backend_key;
@@ -834,9 +884,6 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   in_.shrink_to_fit();
   if (!pending_in.empty()) ProcessClientBytes(pending_in);
   WatchIncompleteMessage();
-  FlushServer();
-  WaitServerReadable();
-  if (!ServerOutputPending()) ResumeClient();
 }
 
 void ClientSession::ApplySessionParameters() {
@@ -860,11 +907,11 @@ bool ClientSession::ServerIdleAndClean() const {
 
 void ClientSession::ReleaseServer(bool broken) {
   if (!server_) return;
-  if (server_wait_ || server_write_wait_) {
-    boost::system::error_code ec;
-    server_->socket->cancel(ec);  // handlers see operation_aborted and server_ == nullptr
-    server_wait_ = server_write_wait_ = false;
-  }
+  // It stays registered with our loop; its events now go to the worker (idle
+  // watch). Unread input is remembered for its next holder.
+  server_->session = nullptr;
+  server_->missed_events = server_readable_ ? EPOLLIN : 0;
+  server_readable_ = false;
   if (broken) server_->broken = true;
   if (pool_) {
     auto& st = pool_->stats();
@@ -881,7 +928,7 @@ void ClientSession::ReleaseServer(bool broken) {
   pending_names_.clear();
   synth_errors_.clear();
   c_drop_ = c_skip_until_sync_ = false;
-  message_timer_.reset();
+  worker_.loop().Cancel(message_timer_);
   syncs_ = 0;
   c_skip_ = s_skip_ = 0;
   s_drop_ = false;
@@ -903,21 +950,22 @@ void ClientSession::MaybeReleaseServer() {
 
 void ClientSession::WatchIncompleteMessage() {
   bool incomplete = server_ && (c_skip_ > 0 || !c_partial_.empty());
-  if (!incomplete) {
-    if (message_timer_) message_timer_.reset();  // cancels; the handler sees the abort
-    return;
-  }
+  worker_.loop().Cancel(message_timer_);
+  if (!incomplete) return;
   // Progress restarts the clock: a large message on a slow link is fine, a
   // sender that stalls mid-message while holding a server is not.
-  if (!message_timer_) message_timer_ = std::make_unique<asio::steady_timer>(worker_.ioc());
-  message_timer_->expires_after(proxy_.config().client_message_timeout);
-  message_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    if (ec || self->state_ != ClientState::kActive) return;
-    if (self->c_skip_ == 0 && self->c_partial_.empty()) return;
-    self->FailFatal("08P01",
-                    "the client left a message unfinished for longer than "
-                    "proxy.client_message_timeout");
-  });
+  message_timer_ =
+      worker_.loop().After(proxy_.config().client_message_timeout, [w = weak_from_this()] {
+        auto self = w.lock();
+        if (!self) return;
+        self->message_timer_ = {};
+        if (self->state_ != ClientState::kActive) return;
+        if (self->c_skip_ == 0 && self->c_partial_.empty()) return;
+        self->FailFatal("08P01",
+                        "the client left a message unfinished for longer than "
+                        "proxy.client_message_timeout");
+        self->Pump();
+      });
 }
 
 void ClientSession::ProcessClientBytes(std::string_view data) {

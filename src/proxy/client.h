@@ -11,9 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-
+#include "net/event_loop.h"
 #include "pgwire/auth.h"
 #include "pgwire/message.h"
 #include "pgwire/userlist.h"
@@ -54,14 +52,26 @@ enum class Pending : uint8_t {
   kSynthError,    // an error we answer ourselves (e.g. a statement name already in use)
 };
 
-// One client connection, owned by shared_ptr (its handlers hold it); touched
-// only on its worker's thread.
-class ClientSession : public std::enable_shared_from_this<ClientSession> {
+// One client connection. Owned by its Worker (and kept alive by jobs posted
+// for it, which hold a shared_ptr); touched only on that worker's thread.
+//
+// I/O: the client socket and the attached server's socket are registered
+// edge-triggered with the worker's loop. Events only note readiness and call
+// Pump(), the one place that reads and writes: it flushes output, then reads
+// from whichever side may be read (a side is read while what comes from it can
+// be passed on), until nothing moves.
+class ClientSession final : public net::IoHandler,
+                            public std::enable_shared_from_this<ClientSession> {
  public:
-  ClientSession(Worker& worker, boost::asio::ip::tcp::socket socket);
+  // Takes ownership of the connected, non-blocking socket `fd`.
+  ClientSession(Worker& worker, int fd);
   ~ClientSession();
   void Start();
 
+  // Readiness of the client socket.
+  void OnIo(uint32_t events) override;
+  // Readiness of the attached server's socket.
+  void OnServerIo(uint32_t events);
   // Called on our thread with a server from the pool (or an error).
   void OnServer(ServerConnPtr server, Status error);
   // Called on our thread when the credential lookup finishes.
@@ -74,16 +84,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   };
 
   void SetState(ClientState s);
-  // I/O.
-  void WaitClientReadable();
-  void WaitServerReadable();
-  void OnClientRead(boost::system::error_code ec, size_t n);
-  // Reads now if something is there, else waits (after a pause in reading).
-  void ResumeClient();
-  void ResumeServer();
-  void OnServerRead(boost::system::error_code ec, size_t n);
-  void FlushClient();
-  void FlushServer();
+  // I/O. Pump() moves bytes until nothing moves; the others return whether
+  // they moved any.
+  void Pump();
+  bool ClientMayRead() const;
+  bool ReadClient();
+  bool ReadServer();
+  void ServerLost(const char* what);
+  bool FlushClient();
+  bool FlushServer();
   void Close(const char* why);
   void FinishClose();
   // Startup and authentication.
@@ -118,25 +127,26 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   Worker& worker_;
   Proxy& proxy_;
-  boost::asio::ip::tcp::socket sock_;
+  int fd_;  // the client socket (owned)
   std::shared_ptr<ClientInfo> info_;
   ClientState state_ = ClientState::kStartup;
-  std::unique_ptr<boost::asio::steady_timer> login_timer_;
-  std::unique_ptr<boost::asio::steady_timer> message_timer_;  // only for slow senders
+  net::EventLoop::TimerId login_timer_;
+  net::EventLoop::TimerId message_timer_;  // only for slow senders
 
-  static constexpr size_t kBigBuffer = 16 * 1024;
-  char small_[128];                 // reads of an idle or quiet client
-  std::unique_ptr<char[]> big_;     // reads while data flows
-  bool read_big_ = false;           // the pending read uses big_
+  // Reads go to the worker's buffer and are handled at once: an idle client
+  // holds no buffer.
   std::string in_;                  // client bytes not yet processed (only while needed)
   std::string out_;                 // bytes for the client not yet written
   std::string srv_out_;             // bytes for the server not yet written (plaintext)
   std::string srv_raw_;             // encrypted bytes for a TLS server not yet written
   std::unique_ptr<TlsStream> tls_;  // TLS with the client, after SSLRequest
   std::string client_raw_;          // encrypted bytes for the client not yet written
-  bool client_wait_ = false, server_wait_ = false;
-  bool client_write_wait_ = false, server_write_wait_ = false;
+  // Edge-triggered readiness: "readable" until a short read or EAGAIN,
+  // "writable" until a send is cut short.
+  bool client_readable_ = false, client_writable_ = true;
+  bool server_readable_ = false, server_writable_ = true;
   bool client_eof_ = false;
+  bool pumping_ = false, pump_again_ = false;
 
   // Who and what.
   std::string user_, database_;

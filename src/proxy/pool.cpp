@@ -14,7 +14,8 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
 
 Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_size,
            int reserve_size, PoolMode mode, int* db_connection_count, std::mutex* db_mu,
-           int max_db_connections, Millis server_lifetime)
+           int max_db_connections, Millis server_lifetime, ServerDisposer dispose,
+           ServerMover mover)
     : database_(std::move(database)),
       user_(std::move(user)),
       db_(std::move(db)),
@@ -24,7 +25,33 @@ Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_s
       db_count_(db_connection_count),
       db_mu_(db_mu),
       max_db_connections_(max_db_connections),
-      server_lifetime_(server_lifetime) {}
+      server_lifetime_(server_lifetime),
+      dispose_(std::move(dispose)),
+      mover_(std::move(mover)) {}
+
+void Pool::LendLocked(ServerConn* s, TimePoint now) {
+  s->lent_slot = lent_.size();
+  s->lent_since = now;
+  lent_.push_back(s);
+}
+
+void Pool::UnlendLocked(ServerConn* s) {
+  size_t i = s->lent_slot;
+  if (i >= lent_.size() || lent_[i] != s) return;
+  lent_[i] = lent_.back();
+  lent_[i]->lent_slot = i;
+  lent_.pop_back();
+}
+
+void Pool::Dispose(std::vector<ServerConnPtr>& servers) {
+  for (auto& s : servers) {
+    if (dispose_)
+      dispose_(std::move(s));
+    else
+      s.reset();
+  }
+  servers.clear();
+}
 
 bool Pool::CanOpenLocked(bool use_reserve) const {
   int total = static_cast<int>(idle_.size() + lent_.size()) + connecting_;
@@ -40,42 +67,52 @@ bool Pool::CanOpenLocked(bool use_reserve) const {
 ServerConnPtr Pool::Acquire(int worker, uint64_t client_id, ServerCallback waiter, TimePoint now,
                             bool* open_new) {
   *open_new = false;
-  std::lock_guard lock(mu_);
-  while (!paused_ && !idle_.empty()) {
-    // Prefer a server already registered with this worker's event loop, most
-    // recently used first (warm caches, no move between threads).
-    size_t pick = idle_.size() - 1;
-    for (size_t i = idle_.size(); i-- > 0;) {
-      if (idle_[i]->home == worker) {
-        pick = i;
-        break;
+  std::vector<ServerConnPtr> dropped;
+  ServerConnPtr got;
+  {
+    std::lock_guard lock(mu_);
+    while (!paused_ && !idle_.empty()) {
+      // Prefer a server registered with this worker's event loop (no move
+      // between threads), then one registered nowhere, most recently used
+      // first (warm caches).
+      size_t pick = idle_.size() - 1;
+      int best = 3;
+      for (size_t i = idle_.size(); i-- > 0 && best > 1;) {
+        int rank = idle_[i]->home == worker ? 1 : idle_[i]->home < 0 ? 2 : 3;
+        if (rank < best) {
+          best = rank;
+          pick = i;
+        }
+      }
+      ServerConnPtr s = std::move(idle_[pick]);
+      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(pick));
+      // A registered server is watched by its worker, which drops it when
+      // PostgreSQL ends the backend while it is idle. One registered nowhere
+      // (fresh from login) is checked here with a non-blocking peek.
+      if (s->home < 0 && IdleConnectionBroken(s->fd)) {
+        LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
+                                            << " was closed while idle; dropping it");
+        std::lock_guard dl(*db_mu_);
+        --*db_count_;
+        dropped.push_back(std::move(s));
+        continue;
+      }
+      LendLocked(s.get(), now);
+      got = std::move(s);
+      break;
+    }
+    if (!got) {
+      waiters_.push_back({client_id, worker, std::move(waiter), now});
+      if (!paused_ && CanOpenLocked(reserve_open_)) {
+        ++connecting_;
+        std::lock_guard dl(*db_mu_);
+        ++*db_count_;
+        *open_new = true;
       }
     }
-    ServerConnPtr s = std::move(idle_[pick]);
-    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(pick));
-    // PostgreSQL may have ended the backend while it sat here (an admin's
-    // pg_terminate_backend, a restart): it then sent a FATAL message and
-    // closed. A non-blocking peek sees that before a client's request is lost.
-    if (IdleConnectionBroken(s->fd)) {
-      LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
-                                          << " was closed while idle; dropping it");
-      std::lock_guard dl(*db_mu_);
-      --*db_count_;
-      continue;
-    }
-    lent_[s->id] = {s->id, "active", s->addr, s->local_port, s->backend_pid, s->created, now};
-    return s;
   }
-  waiters_.push_back({client_id, worker, std::move(waiter), now});
-  if (!paused_ && CanOpenLocked(reserve_open_)) {
-    ++connecting_;
-    {
-      std::lock_guard dl(*db_mu_);
-      ++*db_count_;
-    }
-    *open_new = true;
-  }
-  return nullptr;
+  Dispose(dropped);
+  return got;
 }
 
 bool Pool::CancelWait(uint64_t client_id) {
@@ -89,27 +126,34 @@ bool Pool::CancelWait(uint64_t client_id) {
   return false;
 }
 
-void Pool::ServeWaiterLocked(ServerConnPtr server, TimePoint now,
-                             std::vector<std::pair<ServerCallback, ServerConnPtr>>* handoffs) {
+void Pool::Deliver(std::vector<Handoff>& handoffs) {
+  for (auto& h : handoffs) {
+    if (mover_) mover_(*h.server, h.worker);
+    h.cb(std::move(h.server), Status::Ok());
+  }
+  handoffs.clear();
+}
+
+void Pool::ServeWaiterLocked(ServerConnPtr server, TimePoint now, std::vector<Handoff>* handoffs) {
   Waiter w = std::move(waiters_.front());
   waiters_.pop_front();
   stats_.wait_time_us += Micros(now - w.since);
-  lent_[server->id] = {server->id,          "active",        server->addr, server->local_port,
-                       server->backend_pid, server->created, now};
-  handoffs->emplace_back(std::move(w.cb), std::move(server));
+  LendLocked(server.get(), now);
+  handoffs->push_back({std::move(w.cb), std::move(server), w.worker});
 }
 
 void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
   *open_new = false;
-  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  std::vector<Handoff> handoffs;
+  std::vector<ServerConnPtr> dropped;
   {
     std::lock_guard lock(mu_);
-    lent_.erase(server->id);
+    UnlendLocked(server.get());
     server->last_used = now;
     if (now - server->created > server_lifetime_) server->broken = true;  // retire it now
     if (server->broken) {
       LOG_DEBUG(kLog, "closing server connection " << server->id);
-      server.reset();
+      dropped.push_back(std::move(server));
       {
         std::lock_guard dl(*db_mu_);
         --*db_count_;
@@ -126,12 +170,13 @@ void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
       idle_.push_back(std::move(server));
     }
   }
-  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+  Dispose(dropped);
+  Deliver(handoffs);
 }
 
 void Pool::OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new) {
   *open_new = false;
-  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  std::vector<Handoff> handoffs;
   std::vector<ServerCallback> failed;
   Status error;
   {
@@ -160,12 +205,13 @@ void Pool::OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new)
       waiters_.clear();
     }
   }
-  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+  Deliver(handoffs);
   for (auto& cb : failed) cb(nullptr, error);
 }
 
 int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
   std::vector<ServerCallback> timed_out;
+  std::vector<ServerConnPtr> dropped;
   int to_open = 0;
   {
     std::lock_guard lock(mu_);
@@ -178,6 +224,7 @@ int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
       bool broken = IdleConnectionBroken(s.fd);
       if (idle_expired || too_old || broken) {
         LOG_DEBUG(kLog, "closing idle server " << s.id << (broken ? " (closed by server)" : ""));
+        dropped.push_back(std::move(*it));
         it = idle_.erase(it);
         std::lock_guard dl(*db_mu_);
         --*db_count_;
@@ -209,6 +256,7 @@ int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
       --want;
     }
   }
+  Dispose(dropped);
   for (auto& cb : timed_out) {
     cb(nullptr, Timeout("query_wait_timeout: no server connection became free in time"));
   }
@@ -255,7 +303,10 @@ Pool::Counts Pool::counts(TimePoint now) const {
 std::vector<Pool::ServerInfo> Pool::servers() const {
   std::lock_guard lock(mu_);
   std::vector<ServerInfo> out;
-  for (const auto& [id, info] : lent_) out.push_back(info);
+  for (const ServerConn* s : lent_) {
+    out.push_back(
+        {s->id, "active", s->addr, s->local_port, s->backend_pid, s->created, s->lent_since});
+  }
   for (const auto& s : idle_) {
     out.push_back(
         {s->id, "idle", s->addr, s->local_port, s->backend_pid, s->created, s->last_used});
@@ -264,7 +315,7 @@ std::vector<Pool::ServerInfo> Pool::servers() const {
 }
 
 void Pool::SetPaused(bool paused) {
-  std::vector<std::pair<ServerCallback, ServerConnPtr>> handoffs;
+  std::vector<Handoff> handoffs;
   {
     std::lock_guard lock(mu_);
     paused_ = paused;
@@ -275,7 +326,7 @@ void Pool::SetPaused(bool paused) {
       ServeWaiterLocked(std::move(s), now, &handoffs);
     }
   }
-  for (auto& [cb, s] : handoffs) cb(std::move(s), Status::Ok());
+  Deliver(handoffs);
 }
 
 bool Pool::paused() const {
@@ -284,10 +335,35 @@ bool Pool::paused() const {
 }
 
 void Pool::CloseIdle() {
-  std::lock_guard lock(mu_);
-  std::lock_guard dl(*db_mu_);
-  *db_count_ -= static_cast<int>(idle_.size());
-  idle_.clear();
+  std::vector<ServerConnPtr> dropped;
+  {
+    std::lock_guard lock(mu_);
+    std::lock_guard dl(*db_mu_);
+    *db_count_ -= static_cast<int>(idle_.size());
+    for (auto& s : idle_) dropped.push_back(std::move(s));
+    idle_.clear();
+  }
+  Dispose(dropped);
+}
+
+void Pool::CheckIdle(ServerConn* server) {
+  std::vector<ServerConnPtr> dropped;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->get() != server) continue;
+      if (IdleConnectionBroken(server->fd)) {
+        LOG_INFO(kLog, "server connection " << server->id << " to " << server->addr
+                                            << " was closed while idle; dropping it");
+        dropped.push_back(std::move(*it));
+        idle_.erase(it);
+        std::lock_guard dl(*db_mu_);
+        --*db_count_;
+      }
+      break;
+    }
+  }
+  Dispose(dropped);
 }
 
 }  // namespace pgwarden::proxy

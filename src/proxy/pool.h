@@ -35,6 +35,11 @@ struct PoolStats {
 
 // What a waiting client is handed: a server, or the reason there is none.
 using ServerCallback = std::function<void(ServerConnPtr server, Status error)>;
+// Takes the server connections a pool closes, to close them on the right thread.
+using ServerDisposer = std::function<void(ServerConnPtr server)>;
+// Told before a server goes to a waiter of worker `to` (it may unregister the
+// server from its current worker when called on that worker's thread).
+using ServerMover = std::function<void(ServerConn& server, int to)>;
 
 // The pool's lists and limits; every method is thread-safe (one mutex).
 // Servers are handed to waiters through `deliver`, which posts to the
@@ -43,7 +48,8 @@ class Pool {
  public:
   Pool(std::string database, std::string user, DatabaseConfig db, int pool_size, int reserve_size,
        PoolMode mode, int* db_connection_count, std::mutex* db_mu, int max_db_connections,
-       Millis server_lifetime = std::chrono::hours(1));
+       Millis server_lifetime = std::chrono::hours(1), ServerDisposer dispose = nullptr,
+       ServerMover mover = nullptr);
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
@@ -51,10 +57,10 @@ class Pool {
   PoolMode mode() const { return mode_; }
   PoolStats& stats() { return stats_; }
 
-  // Takes an idle server now (preferring one registered with `worker`), or
-  // queues `waiter` and returns nullptr. `client_id` identifies the waiter.
-  // When a new connection is needed, `*open_new` is set: the caller asks the
-  // connector for one (Pool::OpenDone reports back).
+  // Takes an idle server now (preferring one registered with `worker`, then
+  // one registered nowhere), or queues `waiter` and returns nullptr. `client_id` identifies the
+  // waiter. When a new connection is needed, `*open_new` is set: the caller asks the connector for
+  // one (Pool::OpenDone reports back).
   ServerConnPtr Acquire(int worker, uint64_t client_id, ServerCallback waiter, TimePoint now,
                         bool* open_new);
   // Removes a queued waiter (its client went away); true if it was queued.
@@ -100,6 +106,9 @@ class Pool {
   bool paused() const;
   // Closes every idle connection (RELOAD, SHUTDOWN).
   void CloseIdle();
+  // A registered idle server showed readiness (its home worker's thread):
+  // if it is still idle and was closed or sent something, it is dropped.
+  void CheckIdle(ServerConn* server);
 
  private:
   struct Waiter {
@@ -109,9 +118,17 @@ class Pool {
     TimePoint since;
   };
   bool CanOpenLocked(bool use_reserve) const;
+  void LendLocked(ServerConn* s, TimePoint now);
+  void UnlendLocked(ServerConn* s);
+  void Dispose(std::vector<ServerConnPtr>& servers);
   // Hands `server` to the first waiter (lock held; the callback runs after unlock).
-  void ServeWaiterLocked(ServerConnPtr server, TimePoint now,
-                         std::vector<std::pair<ServerCallback, ServerConnPtr>>* handoffs);
+  struct Handoff {
+    ServerCallback cb;
+    ServerConnPtr server;
+    int worker;
+  };
+  void ServeWaiterLocked(ServerConnPtr server, TimePoint now, std::vector<Handoff>* handoffs);
+  void Deliver(std::vector<Handoff>& handoffs);
 
   const std::string database_, user_;
   const DatabaseConfig db_;
@@ -121,15 +138,19 @@ class Pool {
   std::mutex* const db_mu_;
   const int max_db_connections_;
   const Millis server_lifetime_;  // older servers are closed when given back
+  const ServerDisposer dispose_;  // null: closed where they are dropped
+  const ServerMover mover_;       // may be null
   PoolStats stats_;
 
   mutable std::mutex mu_;
-  std::deque<ServerConnPtr> idle_;       // guarded by mu_; most recently used at the back
-  std::map<uint64_t, ServerInfo> lent_;  // guarded by mu_: servers lent to clients
-  int connecting_ = 0;                   // guarded by mu_
-  bool reserve_open_ = false;            // guarded by mu_
-  bool paused_ = false;                  // guarded by mu_
-  std::deque<Waiter> waiters_;           // guarded by mu_
+  std::deque<ServerConnPtr> idle_;  // guarded by mu_; most recently used at the back
+  // Servers lent to clients (each knows its index here); guarded by mu_. Only
+  // their fields fixed at login, and lent_since, are read through it.
+  std::vector<ServerConn*> lent_;
+  int connecting_ = 0;                                               // guarded by mu_
+  bool reserve_open_ = false;                                        // guarded by mu_
+  bool paused_ = false;                                              // guarded by mu_
+  std::deque<Waiter> waiters_;                                       // guarded by mu_
   std::optional<std::map<std::string, std::string>> server_params_;  // guarded by mu_
   ServerTarget target_;                                              // guarded by mu_
   bool has_credentials_ = false;                                     // guarded by mu_

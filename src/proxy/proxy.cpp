@@ -1,17 +1,19 @@
 // The proxy: workers and listeners, the connector threads, the janitor, the client registry.
 #include "proxy/proxy.h"
 
+#include <netdb.h>
 #include <openssl/rand.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 
 #include "common/log.h"
 #include "proxy/client.h"
 
 namespace pgwarden::proxy {
-namespace asio = boost::asio;
 namespace {
 constexpr const char* kLog = "proxy";
 }  // namespace
@@ -20,77 +22,120 @@ constexpr const char* kLog = "proxy";
 
 Worker::Worker(Proxy& proxy, int index) : proxy_(proxy), index_(index) {}
 
-Status Worker::Listen(const config::HostPort& at) {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(at.host == "*" ? "0.0.0.0" : at.host, ec);
-  if (ec) {
-    asio::ip::tcp::resolver r(ioc_);
-    auto res = r.resolve(at.host, std::to_string(at.port), ec);
-    if (ec || res.empty()) return InvalidArgument("cannot resolve proxy.listen host " + at.host);
-    addr = res.begin()->endpoint().address();
-  }
-  asio::ip::tcp::endpoint ep(addr, at.port);
-  acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(ioc_);
-  acceptor_->open(ep.protocol(), ec);
-  if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_->bind(ep, ec);
-  if (!ec) acceptor_->listen(4096, ec);
-  if (ec) return IoError("cannot listen on " + at.ToString() + ": " + ec.message());
-  return Status::Ok();
+Worker::~Worker() {
+  if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
-void Worker::Accept() {
-  if (!acceptor_ || !acceptor_->is_open()) return;
+Status Worker::Init() {
+  scratch_.reserve(64 * 1024);
+  read_buffer_ = std::make_unique<char[]>(kReadBuffer);
+  return loop_.Init();
+}
+
+Status Worker::Listen(const config::HostPort& at) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string host = at.host == "*" ? "0.0.0.0" : at.host;
+  std::string port = std::to_string(at.port);
+  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res)
+    return InvalidArgument("cannot resolve proxy.listen host " + at.host + ": " +
+                           ::gai_strerror(rc));
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  std::string error;
+  if (fd < 0)
+    error = std::strerror(errno);
+  else if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+           ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 4096) != 0)
+    error = std::strerror(errno);
+  ::freeaddrinfo(res);
+  if (!error.empty()) {
+    if (fd >= 0) ::close(fd);
+    return IoError("cannot listen on " + at.ToString() + ": " + error);
+  }
+  listen_fd_ = fd;
+  return loop_.Add(listen_fd_, &listener_);
+}
+
+void Worker::Listener::OnIo(uint32_t /*events*/) { w_.AcceptAll(); }
+
+void Worker::AcceptAll() {
   // One listening socket (no SO_REUSEPORT: a second proxy on the same port
   // must fail to start, not silently share the clients); accepted
-  // connections are dealt to the workers in turn.
-  acceptor_->async_accept(ioc_, [this](boost::system::error_code ec, asio::ip::tcp::socket s) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec && !proxy_.shutting_down()) {
-      Worker& target = proxy_.worker(next_worker_++ % proxy_.worker_count());
-      if (&target == this) {
-        std::make_shared<ClientSession>(*this, std::move(s))->Start();
-      } else {
-        boost::system::error_code pe;
-        auto proto = s.local_endpoint(pe).protocol();
-        int fd = s.release();
-        asio::post(target.ioc(), [&target, fd, proto] {
-          asio::ip::tcp::socket sock(target.ioc());
-          boost::system::error_code e;
-          sock.assign(proto, fd, e);
-          if (e) {
-            ::close(fd);
-            return;
-          }
-          std::make_shared<ClientSession>(target, std::move(sock))->Start();
-        });
+  // connections are dealt to the workers in turn. Edge-triggered: accept
+  // until the queue is empty.
+  for (int i = 0; i < 1024 && listen_fd_ >= 0; ++i) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        // Out of descriptors or memory: retry shortly rather than spin.
+        LOG_WARN(kLog, "accept: " << std::strerror(errno));
+        loop_.After(std::chrono::milliseconds(100), [this] { AcceptAll(); });
       }
-    } else if (ec) {
-      LOG_WARN(kLog, "accept: " << ec.message());
+      return;
     }
-    Accept();
-  });
+    if (proxy_.shutting_down()) {
+      ::close(fd);
+      continue;
+    }
+    Worker& target = proxy_.worker(static_cast<int>(next_worker_++ % proxy_.worker_count()));
+    if (&target == this)
+      Adopt(fd);
+    else
+      target.loop().Post([&target, fd] { target.Adopt(fd); });
+  }
+  // More than a batch waiting: go on after the other events.
+  loop_.Post([this] { AcceptAll(); });
+}
+
+void Worker::Adopt(int fd) {
+  auto session = std::make_shared<ClientSession>(*this, fd);
+  sessions_.emplace(session.get(), session);
+  session->Start();
+}
+
+void Worker::Forget(ClientSession* session) {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return;
+  loop_.Retire(std::move(it->second));
+  sessions_.erase(it);
+}
+
+void Worker::OnIdleServerIo(ServerConn* server) {
+  if (server->pool) server->pool->CheckIdle(server);
 }
 
 void Worker::Start() {
-  scratch_.reserve(64 * 1024);
-  Accept();
-  thread_ = std::thread([this] {
-    auto guard = asio::make_work_guard(ioc_);
-    ioc_.run();
-  });
+  thread_ = std::thread([this] { loop_.Run(); });
 }
 
 void Worker::StopAccepting() {
-  asio::post(ioc_, [this] {
-    boost::system::error_code ec;
-    if (acceptor_) acceptor_->close(ec);
+  loop_.Post([this] {
+    if (listen_fd_ < 0) return;
+    loop_.Remove(listen_fd_, &listener_);
+    ::close(listen_fd_);
+    listen_fd_ = -1;
   });
 }
 
 void Worker::Join() {
-  ioc_.stop();
+  loop_.Stop();
   if (thread_.joinable()) thread_.join();
+}
+
+void ServerConn::OnIo(uint32_t events) {
+  if (session != nullptr) {
+    session->OnServerIo(events);
+    return;
+  }
+  // Idle in its pool, or on its way to a session of this worker: the session
+  // looks at what was missed when it takes the server.
+  missed_events |= events;
+  if (worker != nullptr) worker->OnIdleServerIo(this);
 }
 
 // ---------------------------------------------------------------- Proxy
@@ -109,7 +154,7 @@ Proxy::~Proxy() {
   }
   for (auto& w : workers_) w->Join();
   if (metrics_) metrics_->Stop();
-  // Sessions still referenced by pending handlers go with the io_contexts.
+  // Sessions (and the servers they hold) go with their workers.
   workers_.clear();
 }
 
@@ -133,7 +178,10 @@ Status Proxy::Start() {
   }
   int n = cfg_.workers > 0 ? cfg_.workers
                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i));
+  for (int i = 0; i < n; ++i) {
+    workers_.push_back(std::make_unique<Worker>(*this, i));
+    PGW_RETURN_IF_ERROR(workers_.back()->Init());
+  }
   PGW_RETURN_IF_ERROR(workers_[0]->Listen(cfg_.listen));
   if (cfg_.metrics_listen) {
     net::HttpServerOptions o;
@@ -155,8 +203,7 @@ Status Proxy::Start() {
   }
   for (int i = 0; i < 2; ++i) connectors_.emplace_back([this] { ConnectorLoop(); });
   for (auto& w : workers_) w->Start();
-  janitor_ = std::make_unique<asio::steady_timer>(workers_[0]->ioc());
-  JanitorTick();
+  workers_[0]->loop().Post([this] { JanitorTick(); });
   LOG_INFO(kLog, "listening on " << cfg_.listen.ToString() << " with " << n << " worker thread(s), "
                                  << PoolModeName(cfg_.pool_mode) << " pooling");
   return Status::Ok();
@@ -219,9 +266,11 @@ Pool* Proxy::FindOrCreatePool(const std::string& database, const std::string& us
   if (d.dbname.empty()) d.dbname = database;
   int size = d.pool_size.value_or(cfg_.default_pool_size);
   PoolMode mode = d.pool_mode.value_or(cfg_.pool_mode);
-  auto pool = std::make_unique<Pool>(database, user, d, size, cfg_.reserve_pool_size, mode,
-                                     &db_connections_[database], &db_mu_, cfg_.max_db_connections,
-                                     cfg_.server_lifetime);
+  auto pool = std::make_unique<Pool>(
+      database, user, d, size, cfg_.reserve_pool_size, mode, &db_connections_[database], &db_mu_,
+      cfg_.max_db_connections, cfg_.server_lifetime,
+      [this](ServerConnPtr s) { DisposeServer(std::move(s)); },
+      [this](ServerConn& s, int to) { MoveServer(s, to); });
   Pool* p = pool.get();
   pools_[key] = std::move(pool);
   return p;
@@ -269,6 +318,28 @@ void Proxy::ReleaseServer(ServerConnPtr server) {
   bool open_new = false;
   pool->Release(std::move(server), std::chrono::steady_clock::now(), &open_new);
   if (open_new) OpenServer(pool);
+}
+
+void Proxy::DisposeServer(ServerConnPtr server) {
+  if (!server) return;
+  if (server->home < 0 || workers_.empty()) return;  // registered nowhere: closed here
+  Worker& w = *workers_[static_cast<size_t>(server->home)];
+  if (w.loop().InLoopThread()) {
+    // Events of this batch for it are dropped by Remove().
+    w.loop().Remove(server->fd, server.get());
+    return;
+  }
+  auto holder = std::make_shared<ServerConnPtr>(std::move(server));
+  w.loop().Post([&w, holder] { w.loop().Remove((*holder)->fd, holder->get()); });
+}
+
+void Proxy::MoveServer(ServerConn& server, int to) {
+  if (server.home < 0 || server.home == to || workers_.empty()) return;
+  Worker& w = *workers_[static_cast<size_t>(server.home)];
+  if (!w.loop().InLoopThread()) return;  // the receiving session asks that thread
+  w.loop().Remove(server.fd, &server);
+  server.home = -1;
+  server.worker = nullptr;
 }
 
 void Proxy::LookupUser(const std::string& database, const std::string& user,
@@ -427,10 +498,7 @@ void Proxy::JanitorTick() {
     int n = p->Maintain(now, cfg_);
     for (int i = 0; i < n; ++i) OpenServer(p);
   }
-  janitor_->expires_after(std::chrono::seconds(1));
-  janitor_->async_wait([this](boost::system::error_code ec) {
-    if (!ec) JanitorTick();
-  });
+  janitor_ = workers_[0]->loop().After(std::chrono::seconds(1), [this] { JanitorTick(); });
 }
 
 std::string Proxy::MetricsText() const {

@@ -11,14 +11,12 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "common/status.h"
 #include "config/config.h"
+#include "net/event_loop.h"
 #include "net/http_server.h"
 #include "pgwire/userlist.h"
 #include "proxy/pool.h"
@@ -49,30 +47,54 @@ struct ClientInfo {
   bool tls = false;
 };
 
-// One event loop on one thread. Owned by the Proxy.
+// One event loop on one thread, with the client sessions it serves and the
+// server connections registered with it. Owned by the Proxy; its sessions and
+// registrations are touched only on its thread.
 class Worker {
  public:
   Worker(Proxy& proxy, int index);
-  boost::asio::io_context& ioc() { return ioc_; }
+  ~Worker();
+  net::EventLoop& loop() { return loop_; }
   int index() const { return index_; }
   Proxy& proxy() { return proxy_; }
-  // Scratch buffer for reads on this thread (never held across waits).
+  // Scratch buffer for reads on this thread (never held across events).
   std::string& scratch() { return scratch_; }
+  static constexpr size_t kReadBuffer = 64 * 1024;
+  char* read_buffer() { return read_buffer_.get(); }
 
-  Status Listen(const config::HostPort& at);
+  [[nodiscard]] Status Init();
+  // Binds the listening socket (worker 0 only). Errors: InvalidArgument, Io.
+  [[nodiscard]] Status Listen(const config::HostPort& at);
   void Start();
   void StopAccepting();
   void Join();
 
+  // Loop thread: starts a session for an accepted connection.
+  void Adopt(int fd);
+  // Loop thread: the session is done; it is freed after the current batch.
+  void Forget(ClientSession* session);
+  // Loop thread: readiness of a registered server connection that no session
+  // of ours holds (idle in its pool, or on its way to a client).
+  void OnIdleServerIo(ServerConn* server);
+
  private:
-  void Accept();
+  class Listener : public net::IoHandler {
+   public:
+    explicit Listener(Worker& w) : w_(w) {}
+    void OnIo(uint32_t events) override;
+    Worker& w_;
+  };
+  void AcceptAll();
 
   Proxy& proxy_;
   const int index_;
-  boost::asio::io_context ioc_;
-  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  net::EventLoop loop_;
+  int listen_fd_ = -1;
+  Listener listener_{*this};
   std::thread thread_;
   std::string scratch_;
+  std::unique_ptr<char[]> read_buffer_;
+  std::unordered_map<ClientSession*, std::shared_ptr<ClientSession>> sessions_;
   unsigned next_worker_ = 0;  // round robin of accepted connections (worker 0 only)
 };
 
@@ -105,7 +127,14 @@ class Proxy {
   // Asks the connector thread for a new server connection for `pool`.
   void OpenServer(Pool* pool);
   // Gives a server back to its pool (and opens a replacement if needed).
+  // Called on the thread of the worker the server is registered with.
   void ReleaseServer(ServerConnPtr server);
+  // Closes a server connection on the thread of the worker it is registered
+  // with (so no event of that loop still refers to it). Any thread.
+  void DisposeServer(ServerConnPtr server);
+  // Before `server` goes to a session of worker `to`: unregisters it from its
+  // worker when called on that worker's thread.
+  void MoveServer(ServerConn& server, int to);
   // Looks up a user's credential: auth_file, then auth_query (blocking: the
   // callback runs on the connector thread).
   void LookupUser(const std::string& database, const std::string& user,
@@ -167,7 +196,7 @@ class Proxy {
   bool connector_stop_ = false;                       // guarded by connector_mu_
   std::vector<std::thread> connectors_;
 
-  std::unique_ptr<boost::asio::steady_timer> janitor_;
+  net::EventLoop::TimerId janitor_;  // on worker 0
   std::atomic<bool> shutting_down_{false};
   std::mutex done_mu_;
   std::condition_variable done_cv_;

@@ -200,12 +200,7 @@ std::string ServerError(const std::string& body) {
 }  // namespace
 
 ServerConn::~ServerConn() {
-  if (socket) {
-    boost::system::error_code ec;
-    socket->close(ec);
-  } else if (fd >= 0) {
-    ::close(fd);
-  }
+  if (fd >= 0) ::close(fd);
 }
 
 Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::milliseconds timeout,

@@ -9,15 +9,16 @@
 #include <string>
 #include <unordered_set>
 
-#include <boost/asio/ip/tcp.hpp>
-
 #include "common/clock.h"
 #include "common/status.h"
+#include "net/event_loop.h"
 #include "proxy/tls.h"
 
 namespace pgwarden::proxy {
 
+class ClientSession;
 class Pool;
+class Worker;
 
 // Where and as whom to log in.
 struct ServerTarget {
@@ -34,15 +35,24 @@ struct ServerTarget {
 };
 
 // State of a server connection: owned by its Pool while idle and by one client
-// session while lent. Only the thread of the owner touches it.
-struct ServerConn {
+// session while lent. Only the thread of the owner touches it; the fields
+// `id`, `addr`, `local_port`, `backend_pid`, `backend_key` and `created` do not
+// change after login and may be read by anyone who can reach it.
+//
+// Once used, it stays registered with the event loop of one worker (`home`),
+// also while idle, so that a server that closes while idle is noticed; it
+// moves to another worker only through that worker's thread.
+struct ServerConn final : net::IoHandler {
   ~ServerConn();
+  // Loop thread of `home`: to the session holding it, else to the worker.
+  void OnIo(uint32_t events) override;
 
   uint64_t id = 0;
-  int fd = -1;  // owned (closed in the destructor unless `socket` owns it)
-  // Registered with the io_context of worker `home`; null until first attached.
-  std::unique_ptr<boost::asio::ip::tcp::socket> socket;
-  int home = -1;
+  int fd = -1;                       // owned: closed in the destructor
+  int home = -1;                     // the worker whose loop it is registered with; -1: none
+  Worker* worker = nullptr;          // that worker
+  ClientSession* session = nullptr;  // the session on `worker` holding it
+  uint32_t missed_events = 0;        // readiness seen while no session held it
   Pool* pool = nullptr;
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
@@ -50,12 +60,12 @@ struct ServerConn {
   std::unordered_set<std::string> prepared;   // proxy statement names prepared here
   TimePoint created;
   TimePoint last_used;
+  size_t lent_slot = 0;   // index in the pool's list of lent servers (guarded by its mutex)
+  TimePoint lent_since;   // guarded by the pool's mutex
   char txn_status = 'I';  // last ReadyForQuery status
   bool broken = false;    // do not reuse
   std::string addr;       // "host:port"
   int local_port = 0;
-  static constexpr size_t kReadBuffer = 32 * 1024;
-  std::unique_ptr<char[]> rbuf;    // reads from the server (allocated on first use)
   std::unique_ptr<TlsStream> tls;  // TLS session with the server, when negotiated
 };
 
