@@ -444,6 +444,12 @@ std::string HbaText(const std::vector<HbaRule>& rules) {
   return Join(out, "; ");
 }
 
+std::string FormatShare(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 // Every ProxyConfig field as (key, value) in the YAML's spelling; database
 // entries are listed by name only (SHOW DATABASES has the rest, passwords stay out).
 std::vector<std::pair<std::string, std::string>> ConfigItems(const ProxyConfig& c) {
@@ -452,6 +458,7 @@ std::vector<std::pair<std::string, std::string>> ConfigItems(const ProxyConfig& 
   std::vector<std::pair<std::string, std::string>> items = {
       {"listen", c.listen.ToString()},
       {"workers", Num(c.workers)},
+      {"worker_busy", FormatShare(c.worker_busy)},
       {"pool_mode", PoolModeName(c.pool_mode)},
       {"default_pool_size", Num(c.default_pool_size)},
       {"min_pool_size", Num(c.min_pool_size)},

@@ -266,6 +266,7 @@ TEST_F(AdminTest, ShowConfigHasEveryKeyWithDefaults) {
   for (const auto& row : r.rows) kv[*row[0]] = {*row[1], *row[2]};
   for (const char* key : {"listen",
                           "workers",
+                          "worker_busy",
                           "pool_mode",
                           "default_pool_size",
                           "min_pool_size",
@@ -302,7 +303,7 @@ TEST_F(AdminTest, ShowConfigHasEveryKeyWithDefaults) {
                           "databases"}) {
     EXPECT_TRUE(kv.count(key)) << key;
   }
-  EXPECT_EQ(kv.size(), 36u);
+  EXPECT_EQ(kv.size(), 37u);
   EXPECT_EQ(kv["listen"].first, "127.0.0.1:6432");
   EXPECT_EQ(kv["server_lifetime"], std::make_pair(std::string("3600"), std::string("3600")));
   EXPECT_EQ(kv["admin_users"], std::make_pair(std::string("postgres"), std::string("")));

@@ -111,7 +111,7 @@ const char* ClientStateName(ClientState s) {
 }
 
 ClientSession::ClientSession(Worker& worker, int fd)
-    : worker_(worker), proxy_(worker.proxy()), fd_(fd) {}
+    : worker_(&worker), proxy_(worker.proxy()), fd_(fd) {}
 
 ClientSession::~ClientSession() {
   if (fd_ >= 0) ::close(fd_);
@@ -145,10 +145,10 @@ void ClientSession::Start() {
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (Status st = worker_.loop().Add(fd_, this); !st.ok()) {
+  if (Status st = worker_->loop().Add(fd_, this); !st.ok()) {
     LOG_WARN(kLog, "client " << info_->id << ": " << st.message());
     SetState(ClientState::kClosed);
-    worker_.Forget(this);
+    worker_->Forget(this);
     return;
   }
   if (proxy_.client_count() > proxy_.config().max_client_conn) {
@@ -156,19 +156,20 @@ void ClientSession::Start() {
     Pump();
     return;
   }
-  login_timer_ = worker_.loop().After(proxy_.config().client_login_timeout, [w = weak_from_this()] {
-    auto self = w.lock();
-    if (!self || self->state_ >= ClientState::kIdle) return;
-    self->login_timer_ = {};
-    self->FailFatal("08P01", "authentication timeout: the client did not log in in time");
-    self->Pump();
-  });
+  login_timer_ =
+      worker_->loop().After(proxy_.config().client_login_timeout, [w = weak_from_this()] {
+        auto self = w.lock();
+        if (!self || self->state_ >= ClientState::kIdle) return;
+        self->login_timer_ = {};
+        self->FailFatal("08P01", "authentication timeout: the client did not log in in time");
+        self->Pump();
+      });
 }
 
 void ClientSession::SetState(ClientState s) {
   if (state_ == s) return;
   state_ = s;
-  if (s >= ClientState::kIdle) worker_.loop().Cancel(login_timer_);
+  if (s >= ClientState::kIdle) worker_->loop().Cancel(login_timer_);
   std::lock_guard lock(info_->mu);
   info_->state = ClientStateName(s);
   if (s == ClientState::kWaiting || s == ClientState::kActive) {
@@ -235,11 +236,49 @@ void ClientSession::Pump() {
     if (!moved && !pump_again_) break;
   }
   pumping_ = false;
-  if (more) worker_.loop().Post([self = shared_from_this()] { self->Pump(); });
+  if (more && !pump_posted_) {
+    pump_posted_ = true;
+    worker_->loop().Post([self = shared_from_this()] {
+      self->pump_posted_ = false;
+      self->Pump();
+    });
+    return;
+  }
+  if (Movable()) {
+    int to = worker_->TakeShed();
+    if (to >= 0) MoveTo(proxy_.worker(to));
+  }
+}
+
+bool ClientSession::Movable() const {
+  return state_ == ClientState::kIdle && !server_ && !pumping_ && !pump_posted_ && in_.empty() &&
+         c_partial_.empty() && !ClientOutputPending() && !ServerOutputPending() && fd_ >= 0;
+}
+
+void ClientSession::MoveTo(Worker& to) {
+  // Nothing else refers to an idle session: no timer, no pool waiter, no
+  // queued job. Unregistered here, it is registered there by that thread.
+  Worker& from = *worker_;
+  from.loop().Remove(fd_, this);
+  std::shared_ptr<ClientSession> self = from.Detach(this);
+  if (!self) return;
+  worker_ = &to;
+  proxy_.NoteSessionMoved();
+  to.loop().Post([self] { self->worker_->Adopt(self); });
+}
+
+void ClientSession::Arrive(Worker& worker) {
+  worker_ = &worker;
+  if (Status st = worker_->loop().Add(fd_, this); !st.ok()) {
+    LOG_WARN(kLog, "client " << info_->id << ": " << st.message());
+    client_eof_ = true;
+    Close("cannot register the connection");
+  }
+  Pump();
 }
 
 bool ClientSession::ReadClient() {
-  char* buf = worker_.read_buffer();
+  char* buf = worker_->read_buffer();
   const size_t cap = Worker::kReadBuffer;
   ssize_t n = ::recv(fd_, buf, cap, 0);
   if (n < 0) {
@@ -301,7 +340,7 @@ void ClientSession::ServerLost(const char* what) {
 }
 
 bool ClientSession::ReadServer() {
-  char* buf = worker_.read_buffer();
+  char* buf = worker_->read_buffer();
   const size_t cap = Worker::kReadBuffer;
   ssize_t n = ::recv(server_->fd, buf, cap, 0);
   if (n < 0) {
@@ -444,13 +483,13 @@ void ClientSession::FinishClose() {
   if (state_ == ClientState::kClosed) return;
   if (server_) ReleaseServer(!ServerIdleAndClean());
   SetState(ClientState::kClosed);
-  worker_.loop().Cancel(login_timer_);
-  worker_.loop().Cancel(message_timer_);
-  worker_.loop().Remove(fd_, this);
+  worker_->loop().Cancel(login_timer_);
+  worker_->loop().Cancel(message_timer_);
+  worker_->loop().Remove(fd_, this);
   ::shutdown(fd_, SHUT_RDWR);
   ::close(fd_);
   fd_ = -1;
-  worker_.Forget(this);
+  worker_->Forget(this);
 }
 
 void ClientSession::FailFatal(std::string_view sqlstate, std::string_view message) {
@@ -581,7 +620,7 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
   SetState(ClientState::kLookup);
   proxy_.LookupUser(database_, user_,
                     [self = shared_from_this()](Result<pgwire::UserCredential> r) {
-                      self->worker_.loop().Post([self, r = std::move(r)]() mutable {
+                      self->worker_->loop().Post([self, r = std::move(r)]() mutable {
                         self->OnCredential(std::move(r));
                         self->Pump();
                       });
@@ -783,10 +822,10 @@ void ClientSession::RequestServer() {
   auto self = shared_from_this();
   bool open_new = false;
   ServerConnPtr s = pool_->Acquire(
-      worker_.index(), info_->id,
+      worker_->index(), info_->id,
       [self](ServerConnPtr server, Status error) {
         auto holder = std::make_shared<ServerConnPtr>(std::move(server));
-        self->worker_.loop().Post([self, holder, error]() mutable {
+        self->worker_->loop().Post([self, holder, error]() mutable {
           self->OnServer(std::move(*holder), error);
           self->Pump();
         });
@@ -825,7 +864,7 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
     }
     return;
   }
-  if (server->home >= 0 && server->home != worker_.index()) {
+  if (server->home >= 0 && server->home != worker_->index()) {
     // Registered with another worker's loop: that worker's thread lets go
     // of it (no event of its loop may still refer to it), then it comes here.
     Worker& from = proxy_.worker(server->home);
@@ -836,7 +875,7 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
       s.home = -1;
       s.worker = nullptr;
       s.missed_events = 0;
-      self->worker_.loop().Post([self, holder] {
+      self->worker_->loop().Post([self, holder] {
         self->OnServer(std::move(*holder), Status::Ok());
         self->Pump();
       });
@@ -849,18 +888,18 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
 void ClientSession::AttachServer(ServerConnPtr server) {
   server_ = std::move(server);
   server_writable_ = true;
-  if (server_->home != worker_.index()) {
+  if (server_->home != worker_->index()) {
     // First use on this worker: register it (its current readiness is
     // reported as an event).
-    if (Status st = worker_.loop().Add(server_->fd, server_.get()); !st.ok()) {
+    if (Status st = worker_->loop().Add(server_->fd, server_.get()); !st.ok()) {
       LOG_WARN(kLog, "server connection " << server_->id << ": " << st.message());
       ReleaseServer(true);
       pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
       Close("server registration failed");
       return;
     }
-    server_->home = worker_.index();
-    server_->worker = &worker_;
+    server_->home = worker_->index();
+    server_->worker = worker_;
     server_readable_ = false;
   } else {
     // Readiness that arrived while no session held it.
@@ -910,7 +949,7 @@ void ClientSession::ReleaseServer(bool broken) {
   // It stays registered with our loop; its events now go to the worker (idle
   // watch). Unread input is remembered for its next holder.
   server_->session = nullptr;
-  server_->missed_events = server_readable_ ? EPOLLIN : 0;
+  server_->missed_events = server_readable_ ? uint32_t{EPOLLIN} : 0u;
   server_readable_ = false;
   if (broken) server_->broken = true;
   if (pool_) {
@@ -928,7 +967,7 @@ void ClientSession::ReleaseServer(bool broken) {
   pending_names_.clear();
   synth_errors_.clear();
   c_drop_ = c_skip_until_sync_ = false;
-  worker_.loop().Cancel(message_timer_);
+  worker_->loop().Cancel(message_timer_);
   syncs_ = 0;
   c_skip_ = s_skip_ = 0;
   s_drop_ = false;
@@ -950,12 +989,12 @@ void ClientSession::MaybeReleaseServer() {
 
 void ClientSession::WatchIncompleteMessage() {
   bool incomplete = server_ && (c_skip_ > 0 || !c_partial_.empty());
-  worker_.loop().Cancel(message_timer_);
+  worker_->loop().Cancel(message_timer_);
   if (!incomplete) return;
   // Progress restarts the clock: a large message on a slow link is fine, a
   // sender that stalls mid-message while holding a server is not.
   message_timer_ =
-      worker_.loop().After(proxy_.config().client_message_timeout, [w = weak_from_this()] {
+      worker_->loop().After(proxy_.config().client_message_timeout, [w = weak_from_this()] {
         auto self = w.lock();
         if (!self) return;
         self->message_timer_ = {};

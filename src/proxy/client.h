@@ -67,6 +67,9 @@ class ClientSession final : public net::IoHandler,
   ClientSession(Worker& worker, int fd);
   ~ClientSession();
   void Start();
+  // On the thread of the worker it moved to (Worker::Adopt): registers the
+  // socket there and goes on.
+  void Arrive(Worker& worker);
 
   // Readiness of the client socket.
   void OnIo(uint32_t events) override;
@@ -84,6 +87,10 @@ class ClientSession final : public net::IoHandler,
   };
 
   void SetState(ClientState s);
+  // Between transactions, holding nothing that ties it to its thread: a
+  // session the balancer may move.
+  bool Movable() const;
+  void MoveTo(Worker& to);
   // I/O. Pump() moves bytes until nothing moves; the others return whether
   // they moved any.
   void Pump();
@@ -125,7 +132,7 @@ class ClientSession final : public net::IoHandler,
   // Arms or disarms the slow-sender timer after client bytes were handled.
   void WatchIncompleteMessage();
 
-  Worker& worker_;
+  Worker* worker_;  // changes only when the session moves (MoveTo)
   Proxy& proxy_;
   int fd_;  // the client socket (owned)
   std::shared_ptr<ClientInfo> info_;
@@ -147,6 +154,7 @@ class ClientSession final : public net::IoHandler,
   bool server_readable_ = false, server_writable_ = true;
   bool client_eof_ = false;
   bool pumping_ = false, pump_again_ = false;
+  bool pump_posted_ = false;  // a Pump() job for this session is queued
 
   // Who and what.
   std::string user_, database_;

@@ -3,6 +3,7 @@
 
 #include <netdb.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "proxy/balance.h"
 #include "proxy/client.h"
 
 namespace pgwarden::proxy {
@@ -82,7 +84,9 @@ void Worker::AcceptAll() {
       ::close(fd);
       continue;
     }
-    Worker& target = proxy_.worker(static_cast<int>(next_worker_++ % proxy_.worker_count()));
+    int to = proxy_.accept_worker();
+    if (to < 0) to = static_cast<int>(next_worker_++ % proxy_.worker_count());
+    Worker& target = proxy_.worker(to);
     if (&target == this)
       Adopt(fd);
     else
@@ -95,7 +99,15 @@ void Worker::AcceptAll() {
 void Worker::Adopt(int fd) {
   auto session = std::make_shared<ClientSession>(*this, fd);
   sessions_.emplace(session.get(), session);
+  session_count_.fetch_add(1, std::memory_order_relaxed);
   session->Start();
+}
+
+void Worker::Adopt(std::shared_ptr<ClientSession> session) {
+  ClientSession* s = session.get();
+  sessions_.emplace(s, std::move(session));
+  session_count_.fetch_add(1, std::memory_order_relaxed);
+  s->Arrive(*this);
 }
 
 void Worker::Forget(ClientSession* session) {
@@ -103,6 +115,34 @@ void Worker::Forget(ClientSession* session) {
   if (it == sessions_.end()) return;
   loop_.Retire(std::move(it->second));
   sessions_.erase(it);
+  session_count_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::shared_ptr<ClientSession> Worker::Detach(ClientSession* session) {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return nullptr;
+  auto s = std::move(it->second);
+  sessions_.erase(it);
+  session_count_.fetch_sub(1, std::memory_order_relaxed);
+  return s;
+}
+
+std::chrono::nanoseconds Worker::CpuTime() const {
+  timespec ts{};
+  if (::clock_gettime(cpu_clock_, &ts) != 0) return std::chrono::nanoseconds(0);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+void Worker::ShedSessions(int to, int count) {
+  shed_to_.store(to, std::memory_order_relaxed);
+  shed_count_.store(count, std::memory_order_release);
+}
+
+int Worker::TakeShed() {
+  if (shed_count_.load(std::memory_order_acquire) <= 0) return -1;
+  if (shed_count_.fetch_sub(1, std::memory_order_acq_rel) <= 0) return -1;
+  int to = shed_to_.load(std::memory_order_relaxed);
+  return to == index_ ? -1 : to;
 }
 
 void Worker::OnIdleServerIo(ServerConn* server) {
@@ -111,6 +151,8 @@ void Worker::OnIdleServerIo(ServerConn* server) {
 
 void Worker::Start() {
   thread_ = std::thread([this] { loop_.Run(); });
+  if (::pthread_getcpuclockid(thread_.native_handle(), &cpu_clock_) != 0)
+    cpu_clock_ = CLOCK_THREAD_CPUTIME_ID;  // unreachable on Linux; reads the caller's own
 }
 
 void Worker::StopAccepting() {
@@ -182,6 +224,7 @@ Status Proxy::Start() {
     workers_.push_back(std::make_unique<Worker>(*this, i));
     PGW_RETURN_IF_ERROR(workers_.back()->Init());
   }
+  busy_shown_ = std::make_unique<std::atomic<double>[]>(workers_.size());
   PGW_RETURN_IF_ERROR(workers_[0]->Listen(cfg_.listen));
   if (cfg_.metrics_listen) {
     net::HttpServerOptions o;
@@ -204,6 +247,10 @@ Status Proxy::Start() {
   for (int i = 0; i < 2; ++i) connectors_.emplace_back([this] { ConnectorLoop(); });
   for (auto& w : workers_) w->Start();
   workers_[0]->loop().Post([this] { JanitorTick(); });
+  if (n > 1 && cfg_.worker_busy > 0) {
+    accept_worker_ = 0;
+    workers_[0]->loop().Post([this] { BalanceTick(); });
+  }
   LOG_INFO(kLog, "listening on " << cfg_.listen.ToString() << " with " << n << " worker thread(s), "
                                  << PoolModeName(cfg_.pool_mode) << " pooling");
   return Status::Ok();
@@ -501,6 +548,38 @@ void Proxy::JanitorTick() {
   janitor_ = workers_[0]->loop().After(std::chrono::seconds(1), [this] { JanitorTick(); });
 }
 
+void Proxy::BalanceTick() {
+  if (shutting_down_) return;
+  const size_t n = workers_.size();
+  TimePoint now = std::chrono::steady_clock::now();
+  if (last_cpu_.size() != n) {
+    last_cpu_.assign(n, std::chrono::nanoseconds(0));
+    busy_.assign(n, 0.0);
+    for (size_t i = 0; i < n; ++i) last_cpu_[i] = workers_[i]->CpuTime();
+  } else {
+    double interval = std::chrono::duration<double>(now - last_balance_).count();
+    std::vector<WorkerLoad> loads(n);
+    for (size_t i = 0; i < n; ++i) {
+      auto cpu = workers_[i]->CpuTime();
+      double used = std::chrono::duration<double>(cpu - last_cpu_[i]).count();
+      last_cpu_[i] = cpu;
+      // Smoothed over about two intervals: one noisy interval moves nothing.
+      busy_[i] = 0.5 * busy_[i] + 0.5 * (interval > 0 ? used / interval : 0);
+      busy_shown_[i].store(busy_[i], std::memory_order_relaxed);
+      loads[i] = {busy_[i], workers_[i]->session_count()};
+    }
+    BalancePlan plan = PlanBalance(loads, cfg_.worker_busy);
+    accept_worker_.store(plan.accept_to, std::memory_order_relaxed);
+    for (const auto& m : plan.moves) {
+      LOG_DEBUG(kLog, "balancer: moving up to " << m.count << " idle client(s) from worker "
+                                                << m.from << " to worker " << m.to);
+      workers_[static_cast<size_t>(m.from)]->ShedSessions(m.to, m.count);
+    }
+  }
+  last_balance_ = now;
+  workers_[0]->loop().After(std::chrono::milliseconds(250), [this] { BalanceTick(); });
+}
+
 std::string Proxy::MetricsText() const {
   std::ostringstream m;
   auto now = std::chrono::steady_clock::now();
@@ -513,6 +592,25 @@ std::string Proxy::MetricsText() const {
     << "# TYPE pgwarden_proxy_clients gauge\n";
   for (const char* s : {"login", "idle", "waiting", "active"}) {
     m << "pgwarden_proxy_clients{state=\"" << s << "\"} " << states[s] << "\n";
+  }
+  m << "# HELP pgwarden_proxy_worker_clients Client connections served by each worker thread.\n"
+    << "# TYPE pgwarden_proxy_worker_clients gauge\n";
+  for (const auto& w : workers_) {
+    m << "pgwarden_proxy_worker_clients{worker=\"" << w->index() << "\"} " << w->session_count()
+      << "\n";
+  }
+  m << "# HELP pgwarden_proxy_worker_moves_total Idle clients moved between worker threads by "
+       "the balancer.\n"
+    << "# TYPE pgwarden_proxy_worker_moves_total counter\n"
+    << "pgwarden_proxy_worker_moves_total " << sessions_moved_.load() << "\n";
+  if (busy_shown_) {
+    m << "# HELP pgwarden_proxy_worker_busy_ratio Share of one core each worker thread used "
+         "lately (measured when balancing is on).\n"
+      << "# TYPE pgwarden_proxy_worker_busy_ratio gauge\n";
+    for (const auto& w : workers_) {
+      m << "pgwarden_proxy_worker_busy_ratio{worker=\"" << w->index() << "\"} "
+        << busy_shown_[static_cast<size_t>(w->index())].load(std::memory_order_relaxed) << "\n";
+    }
   }
   m << "# HELP pgwarden_proxy_servers Server connections by pool and state.\n"
     << "# TYPE pgwarden_proxy_servers gauge\n";

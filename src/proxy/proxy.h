@@ -3,7 +3,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <map>
@@ -71,8 +73,19 @@ class Worker {
 
   // Loop thread: starts a session for an accepted connection.
   void Adopt(int fd);
+  // Loop thread: takes over a session another worker let go of.
+  void Adopt(std::shared_ptr<ClientSession> session);
   // Loop thread: the session is done; it is freed after the current batch.
   void Forget(ClientSession* session);
+  // Loop thread: lets go of a session that moves to another worker.
+  std::shared_ptr<ClientSession> Detach(ClientSession* session);
+  int session_count() const { return session_count_.load(std::memory_order_relaxed); }
+  // CPU time of this worker's thread so far (any thread).
+  std::chrono::nanoseconds CpuTime() const;
+  // Balancer (any thread): hand up to `count` idle sessions to worker `to`.
+  void ShedSessions(int to, int count);
+  // Loop thread, for a session that is idle: where it should move (-1: stay).
+  int TakeShed();
   // Loop thread: readiness of a registered server connection that no session
   // of ours holds (idle in its pool, or on its way to a client).
   void OnIdleServerIo(ServerConn* server);
@@ -95,6 +108,10 @@ class Worker {
   std::string scratch_;
   std::unique_ptr<char[]> read_buffer_;
   std::unordered_map<ClientSession*, std::shared_ptr<ClientSession>> sessions_;
+  std::atomic<int> session_count_{0};
+  std::atomic<int> shed_to_{-1};
+  std::atomic<int> shed_count_{0};
+  clockid_t cpu_clock_{};     // of thread_, set by Start()
   unsigned next_worker_ = 0;  // round robin of accepted connections (worker 0 only)
 };
 
@@ -153,6 +170,10 @@ class Proxy {
   // Forwards a CancelRequest to the backend serving the client that got (pid, key).
   void Cancel(int32_t pid, int32_t key);
   int client_count() const { return client_count_.load(); }
+  // A session moved between workers (metrics).
+  void NoteSessionMoved() { sessions_moved_.fetch_add(1, std::memory_order_relaxed); }
+  // The worker a new client goes to (balancer's choice; -1: round robin).
+  int accept_worker() const { return accept_worker_.load(std::memory_order_relaxed); }
   bool shutting_down() const { return shutting_down_.load(); }
 
   // Admin console commands.
@@ -167,6 +188,8 @@ class Proxy {
  private:
   void ConnectorLoop();
   void JanitorTick();
+  // Measures each worker's load and applies PlanBalance (on worker 0).
+  void BalanceTick();
   void RunOnConnector(std::function<void()> job);
 
   config::Config cluster_;
@@ -197,6 +220,14 @@ class Proxy {
   std::vector<std::thread> connectors_;
 
   net::EventLoop::TimerId janitor_;  // on worker 0
+  std::atomic<int> accept_worker_{-1};
+  std::atomic<uint64_t> sessions_moved_{0};
+  // Balancer state (worker 0's thread): CPU time at the last tick, smoothed load.
+  std::vector<std::chrono::nanoseconds> last_cpu_;
+  std::vector<double> busy_;
+  TimePoint last_balance_{};
+  // Last measured load per worker, for metrics (any thread).
+  std::unique_ptr<std::atomic<double>[]> busy_shown_;
   std::atomic<bool> shutting_down_{false};
   std::mutex done_mu_;
   std::condition_variable done_cv_;

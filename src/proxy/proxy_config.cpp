@@ -275,7 +275,18 @@ class Parser {
         HostPort(v, p, &out_.listen);
       else if (k == "workers")
         Int(v, p, 0, 256, &out_.workers);
-      else if (k == "pool_mode") {
+      else if (k == "worker_busy") {
+        if (Scalar(v, p, &s)) {
+          try {
+            size_t pos = 0;
+            double d = std::stod(s, &pos);
+            if (pos != s.size() || !(d >= 0 && d <= 1)) throw std::out_of_range("");
+            out_.worker_busy = d;
+          } catch (const std::exception&) {
+            Bad(v, p, "expected a share of one core from 0 to 1 (0: round robin), got '" + s + "'");
+          }
+        }
+      } else if (k == "pool_mode") {
         if (Scalar(v, p, &s)) {
           if (auto m = Mode(s))
             out_.pool_mode = *m;

@@ -63,6 +63,10 @@ struct TlsConfig {
 struct ProxyConfig {
   config::HostPort listen{"127.0.0.1", 6432};
   int workers = 0;  // 0: one per core
+  // Share of one core above which a worker hands idle clients to a quieter
+  // one; below it clients are packed onto few workers (see PlanBalance). 0:
+  // clients are dealt round robin and stay where they are.
+  double worker_busy = 0.75;
   PoolMode pool_mode = PoolMode::kTransaction;
   int default_pool_size = 20;
   int min_pool_size = 0;

@@ -450,6 +450,68 @@ TEST_F(ProxyLifecycleTest, MetricsCountClientsAndTransactions) {
   EXPECT_EQ(MetricValue(after->body, active), 0) << after->body;
 }
 
+// With a tiny worker_busy, any load on worker 0 makes the balancer hand idle
+// clients to worker 1. Each client keeps its session through the moves: its
+// named prepared statement and its application_name, and it only ever sees
+// its own results.
+TEST_F(ProxyLifecycleTest, BalancerMovesIdleClientsBetweenWorkersAndTheyKeepTheirSessions) {
+  ProxyOptions o;
+  o.workers = 2;
+  std::string endpoint = "127.0.0.1:" + std::to_string(FreePort());
+  o.extra_yaml = "  metrics_listen: " + endpoint + "\n  worker_busy: 0.0001\n";
+  StartProxy(o);
+  constexpr int kClients = 8;
+  std::vector<PqConn> conns;
+  for (int i = 0; i < kClients; ++i) {
+    std::string err;
+    conns.push_back(
+        OpenPq(proxy_->Conninfo("postgres", "application_name=c" + std::to_string(i)), &err));
+    ASSERT_TRUE(conns.back()) << err;
+    PqResult r(PQprepare(conns.back().get(), "mine",
+                         "SELECT $1::int * 10, current_setting('application_name')", 1, nullptr));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(conns.back().get());
+  }
+  const std::string moves = "pgwarden_proxy_worker_moves_total";
+  auto clients_on = [](const std::string& body, int w) {
+    return MetricValue(body, "pgwarden_proxy_worker_clients{worker=\"" + std::to_string(w) + "\"}");
+  };
+  double moved = 0;
+  double max_on_1 = 0;
+  int queries = 0;
+  auto deadline = Clk::now() + 20s;
+  // Until sessions have moved (both ways is not required) and a few hundred
+  // more queries ran after that; bounded by the deadline.
+  int after_move = 0;
+  while (Clk::now() < deadline && after_move < 400) {
+    for (int i = 0; i < kClients; ++i) {
+      std::string arg = std::to_string(queries + i);
+      const char* values[] = {arg.c_str()};
+      PqResult r(PQexecPrepared(conns[static_cast<size_t>(i)].get(), "mine", 1, values, nullptr,
+                                nullptr, 0));
+      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+          << PQerrorMessage(conns[static_cast<size_t>(i)].get()) << proxy_->Log();
+      ASSERT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string((queries + i) * 10));
+      ASSERT_EQ(std::string(PQgetvalue(r.get(), 0, 1)), "c" + std::to_string(i));
+    }
+    queries += kClients;
+    if (moved > 0) after_move += kClients;
+    if (queries % 200 == 0) {
+      auto m = HttpGet(endpoint, "/metrics");
+      ASSERT_TRUE(m.ok()) << m.status().ToString();
+      moved = MetricValue(m->body, moves);
+      max_on_1 = std::max(max_on_1, clients_on(m->body, 1));
+      EXPECT_EQ(clients_on(m->body, 0) + clients_on(m->body, 1), kClients) << m->body;
+    }
+  }
+  EXPECT_GT(moved, 0) << "no client was moved in " << queries << " queries\n" << proxy_->Log();
+  EXPECT_GT(max_on_1, 0);
+  // Every client still works after the moves.
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_EQ(PqExec(conns[static_cast<size_t>(i)].get(), "SHOW application_name").value,
+              "c" + std::to_string(i));
+  }
+}
+
 // --- 9. admin console -----------------------------------------------------------------
 
 TEST_F(ProxyLifecycleTest, AdminConsoleShowsPoolsAndPausesAndResumesADatabase) {
