@@ -85,3 +85,82 @@ os.makedirs(corpus, exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(corpus, name), "wb") as f:
         f.write(data)
+
+# --- proxy_fuzz: what one client sends (byte 0 seeds the chunking) ----------------
+
+
+def msg(kind, body=b""):
+    return typed(kind, body)
+
+
+def query(sql):
+    return msg(b"Q", cstr(sql))
+
+
+def parse(name, sql, types=()):
+    return msg(b"P", cstr(name) + cstr(sql) + struct.pack("!h", len(types)) +
+               b"".join(struct.pack("!I", t) for t in types))
+
+
+def bind(portal, stmt, params=()):
+    body = cstr(portal) + cstr(stmt) + struct.pack("!h", 0) + struct.pack("!h", len(params))
+    for p in params:
+        body += struct.pack("!i", len(p)) + p
+    return msg(b"B", body + struct.pack("!h", 0))
+
+
+def describe(kind, name):
+    return msg(b"D", kind + cstr(name))
+
+
+def execute(portal, rows=0):
+    return msg(b"E", cstr(portal) + struct.pack("!i", rows))
+
+
+SYNC = msg(b"S")
+TERMINATE = msg(b"X")
+
+
+def client(user, database, *rest, chunking=0):
+    return bytes([chunking]) + startup([(b"user", user), (b"database", database)]) + b"".join(rest)
+
+
+proxy_seeds = {
+    "simple-query": client(b"app", b"db", query(b"SELECT 1"), TERMINATE),
+    "simple-multi": client(b"app", b"db", query(b"BEGIN; SELECT 2; COMMIT"), query(b"SET search_path TO public"),
+                           query(b"SELECT current_setting('search_path')"), TERMINATE, chunking=7),
+    "extended-named": client(b"app", b"db", parse(b"s1", b"SELECT $1::int + 1", (23,)), bind(b"", b"s1", (b"41",)),
+                             describe(b"P", b""), execute(b""), SYNC, bind(b"", b"s1", (b"1",)), execute(b""), SYNC,
+                             msg(b"C", b"S" + cstr(b"s1")), SYNC, TERMINATE, chunking=3),
+    "extended-duplicate": client(b"app", b"db", parse(b"d", b"SELECT 1"), parse(b"d", b"SELECT 2"), SYNC,
+                                 bind(b"", b"d"), execute(b""), SYNC, TERMINATE),
+    "extended-unnamed": client(b"app", b"db", parse(b"", b"SELECT $1::text", (25,)), bind(b"p", b"", (b"x",)),
+                               describe(b"S", b""), execute(b"p", 1), msg(b"H"), SYNC, TERMINATE),
+    "error-then-sync": client(b"app", b"db", parse(b"e", b"SELEC nonsense"), bind(b"", b"e"), execute(b""), SYNC,
+                              query(b"SELECT 3"), TERMINATE),
+    "copy-in": client(b"app", b"db", query(b"CREATE TEMP TABLE t(a int); COPY t FROM STDIN"), msg(b"d", b"1\n2\n"),
+                      msg(b"c"), query(b"SELECT count(*) FROM t"), TERMINATE, chunking=5),
+    "copy-out": client(b"app", b"db", query(b"COPY (SELECT generate_series(1, 100)) TO STDOUT"), TERMINATE),
+    "session-mode": client(b"app", b"sess", query(b"SET application_name = 'x'"), query(b"SHOW application_name"),
+                           TERMINATE),
+    "admin-show": client(b"stats", b"pgwarden", query(b"SHOW POOLS"), query(b"SHOW CLIENTS"), query(b"SHOW STATS"),
+                         query(b"SHOW CONFIG"), query(b"PAUSE"), TERMINATE),
+    "sslrequest": bytes([0]) + struct.pack("!II", 8, 80877103) +
+    startup([(b"user", b"app"), (b"database", b"db")]) + query(b"SELECT 1"),
+    "gssencrequest": bytes([0]) + struct.pack("!II", 8, 80877104) +
+    startup([(b"user", b"app"), (b"database", b"db")]),
+    "cancel": bytes([0]) + struct.pack("!IIii", 16, 80877102, 1, 2),
+    "md5-login": client(b"md5user", b"db", msg(b"p", cstr(b"md5" + b"0" * 32)), query(b"SELECT 1")),
+    "scram-login": client(b"scramuser", b"db", msg(b"p", cstr(b"SCRAM-SHA-256") + struct.pack("!i", 32) +
+                                                   b"n,,n=,r=abcdefghijklmnopqrstuvwx")),
+    "unknown-db": client(b"app", b"nosuchdb", query(b"SELECT 1")),
+    "huge-message": client(b"app", b"db", b"Q" + struct.pack("!I", 1 << 20) + b"SELECT"),
+    "bad-type": client(b"app", b"db", msg(b"z", b"junk"), TERMINATE),
+    "function-call": client(b"app", b"db", msg(b"F", struct.pack("!IhhIh", 1, 0, 0, 0, 0)), TERMINATE),
+}
+
+corpus_proxy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus-proxy")
+os.makedirs(corpus_proxy, exist_ok=True)
+for name, data in proxy_seeds.items():
+    with open(os.path.join(corpus_proxy, name), "wb") as f:
+        f.write(data)

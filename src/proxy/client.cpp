@@ -183,6 +183,7 @@ void ClientSession::OnIo(uint32_t events) {
   if (state_ == ClientState::kClosed) return;
   if (events & EPOLLOUT) client_writable_ = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client_readable_ = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client_hup_ = true;
   Pump();
 }
 
@@ -190,6 +191,7 @@ void ClientSession::OnServerIo(uint32_t events) {
   if (state_ == ClientState::kClosed || !server_) return;
   if (events & EPOLLOUT) server_writable_ = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) server_readable_ = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) server_hup_ = true;
   Pump();
 }
 
@@ -205,7 +207,8 @@ bool ClientSession::ClientMayRead() const {
     default:
       break;
   }
-  return !client_eof_ && !ServerOutputPending() && !(ClientOutputPending() && !server_);
+  return !client_eof_ && !client_done_ && !ServerOutputPending() &&
+         !(ClientOutputPending() && !server_);
 }
 
 void ClientSession::Pump() {
@@ -232,6 +235,10 @@ void ClientSession::Pump() {
     if (state_ == ClientState::kClosing && !server_ && (!ClientOutputPending() || client_eof_)) {
       FinishClose();
       break;
+    }
+    if (client_done_ && state_ != ClientState::kClosing && (!server_ || ServerIdleAndClean())) {
+      Close("client closed the connection");  // after the answers to its last requests
+      continue;
     }
     if (!moved && !pump_again_) break;
   }
@@ -292,11 +299,19 @@ bool ClientSession::ReadClient() {
     return true;
   }
   if (n == 0) {
+    client_done_ = true;
+    client_readable_ = false;
+    // Requests it sent whole still get their answers, as from PostgreSQL
+    // itself (the client may have closed only its sending side); then the
+    // session closes (Pump). A message cut off by the close ends it at once.
+    if (server_ && !pending_.empty() && c_skip_ == 0 && c_partial_.empty()) return true;
     client_eof_ = true;
     Close("client closed the connection");
     return true;
   }
-  if (static_cast<size_t>(n) < cap) client_readable_ = false;  // drained
+  // A short read drained the socket, unless the peer has closed: then the
+  // end of stream is still to be read and no new edge will say so.
+  if (static_cast<size_t>(n) < cap && !client_hup_) client_readable_ = false;
   if (pool_)
     pool_->stats().bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   std::string_view data(buf, static_cast<size_t>(n));
@@ -356,7 +371,7 @@ bool ClientSession::ReadServer() {
     ServerLost("closed by the server");
     return true;
   }
-  if (static_cast<size_t>(n) < cap) server_readable_ = false;  // drained
+  if (static_cast<size_t>(n) < cap && !server_hup_) server_readable_ = false;  // drained
   std::string_view data(buf, static_cast<size_t>(n));
   std::string plain;
   if (server_->tls) {
@@ -904,6 +919,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   } else {
     // Readiness that arrived while no session held it.
     server_readable_ = (server_->missed_events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    server_hup_ = (server_->missed_events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   }
   server_->missed_events = 0;
   server_->session = this;
@@ -951,6 +967,8 @@ void ClientSession::ReleaseServer(bool broken) {
   server_->session = nullptr;
   server_->missed_events = server_readable_ ? uint32_t{EPOLLIN} : 0u;
   server_readable_ = false;
+  if (server_hup_) broken = true;  // the server has closed its side: never lend it again
+  server_hup_ = false;
   if (broken) server_->broken = true;
   if (pool_) {
     auto& st = pool_->stats();

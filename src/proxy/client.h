@@ -152,7 +152,10 @@ class ClientSession final : public net::IoHandler,
   // "writable" until a send is cut short.
   bool client_readable_ = false, client_writable_ = true;
   bool server_readable_ = false, server_writable_ = true;
-  bool client_eof_ = false;
+  // The peer closed its side (EPOLLRDHUP/HUP/ERR seen): read on until EOF.
+  bool client_hup_ = false, server_hup_ = false;
+  bool client_eof_ = false;   // the client is gone: nothing more is read or written
+  bool client_done_ = false;  // the client has finished sending (EOF read)
   bool pumping_ = false, pump_again_ = false;
   bool pump_posted_ = false;  // a Pump() job for this session is queued
 

@@ -196,6 +196,25 @@ ReadOutcome AfterLogin(ProxyProcess& proxy, const std::string& bytes) {
   return ReadUntilClosed(fd, 5s);
 }
 
+// A client that sends its last query and closes its side at once (the data
+// and the FIN arrive together): it gets the answer, and the proxy then sees
+// the end of the stream and closes, instead of keeping the session forever.
+// Found by fuzz/proxy_fuzz.cpp.
+TEST_F(ProxyBadInputTest, ClientThatClosesRightAfterItsQueryGetsTheAnswerAndIsClosed) {
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+  int fd = PQsocket(c.get());
+  std::string sql = "SELECT 'last words'";
+  ASSERT_TRUE(SendAll(
+      fd, "Q" + Int32(static_cast<uint32_t>(4 + sql.size() + 1)) + sql + std::string(1, '\0')));
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  ReadOutcome r = ReadUntilClosed(fd, 5s);
+  EXPECT_TRUE(r.closed) << "the proxy kept the half-closed connection open";
+  EXPECT_THAT(r.bytes, HasSubstr("last words"));
+}
+
 TEST_F(ProxyBadInputTest, MessageOverMaxPacketSizeIsRejected) {
   // 'Q' claiming 2 MB (the limit is 1 MB), followed by a little of it.
   std::string bytes = "Q" + Int32(2u << 20) + std::string(1000, 'x');
