@@ -619,6 +619,8 @@ AdminReply ExecuteAdminCommand(Proxy& proxy, const AdminCommand& cmd, bool may_m
       bool pause = cmd.verb == AdminVerb::kPause;
       proxy.PauseAll(cmd.argument, pause);
       r.tag = pause ? "PAUSE" : "RESUME";
+      r.wait_for_pause = pause;
+      r.pause_database = cmd.argument;
       return r;
     }
     case AdminVerb::kShutdown:
@@ -651,7 +653,8 @@ std::string EncodeAdminReply(const AdminReply& reply) {
 }
 
 AdminResult RunAdminCommand(Proxy& proxy, std::string_view sql, bool may_modify) {
-  return {EncodeAdminReply(ExecuteAdminCommand(proxy, ParseAdminCommand(sql), may_modify))};
+  AdminReply reply = ExecuteAdminCommand(proxy, ParseAdminCommand(sql), may_modify);
+  return {EncodeAdminReply(reply), reply.wait_for_pause, reply.pause_database};
 }
 
 }  // namespace pgwarden::proxy

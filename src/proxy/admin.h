@@ -45,6 +45,10 @@ struct AdminReply {
   std::string error_sqlstate;  // non-empty: only an ErrorResponse is sent
   std::string error_message;
   std::string error_hint;
+  // PAUSE: the reply goes out only once the paused pools' servers are all
+  // back (no transaction left running), as PgBouncer's does.
+  bool wait_for_pause = false;
+  std::string pause_database;  // "" : every database
 };
 
 // Runs a parsed command against `proxy` (any thread; reads take the proxy's
@@ -59,6 +63,8 @@ std::string EncodeAdminReply(const AdminReply& reply);
 // CommandComplete, or an ErrorResponse), without the ReadyForQuery.
 struct AdminResult {
   std::string wire;
+  bool wait_for_pause = false;  // send `wire` when Proxy::PauseDone(pause_database)
+  std::string pause_database;
 };
 
 // Parses, runs and encodes one admin command (SHOW HELP|POOLS|CLIENTS|SERVERS|

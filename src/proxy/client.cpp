@@ -207,7 +207,7 @@ bool ClientSession::ClientMayRead() const {
     default:
       break;
   }
-  return !client_eof_ && !client_done_ && !ServerOutputPending() &&
+  return !client_eof_ && !client_done_ && !admin_wait_ && !ServerOutputPending() &&
          !(ClientOutputPending() && !server_);
 }
 
@@ -258,8 +258,9 @@ void ClientSession::Pump() {
 }
 
 bool ClientSession::Movable() const {
-  return state_ == ClientState::kIdle && !server_ && !pumping_ && !pump_posted_ && in_.empty() &&
-         c_partial_.empty() && !ClientOutputPending() && !ServerOutputPending() && fd_ >= 0;
+  return state_ == ClientState::kIdle && !server_ && !pumping_ && !pump_posted_ && !admin_wait_ &&
+         in_.empty() && c_partial_.empty() && !ClientOutputPending() && !ServerOutputPending() &&
+         fd_ >= 0;
 }
 
 void ClientSession::MoveTo(Worker& to) {
@@ -500,6 +501,7 @@ void ClientSession::FinishClose() {
   SetState(ClientState::kClosed);
   worker_->loop().Cancel(login_timer_);
   worker_->loop().Cancel(message_timer_);
+  worker_->loop().Cancel(admin_timer_);
   worker_->loop().Remove(fd_, this);
   ::shutdown(fd_, SHUT_RDWR);
   ::close(fd_);
@@ -792,7 +794,7 @@ void ClientSession::SendWelcome(const std::map<std::string, std::string>& server
 void ClientSession::HandleClientData(std::string_view data) {
   if (admin_) {
     in_.append(data);
-    while (state_ == ClientState::kIdle) {
+    while (state_ == ClientState::kIdle && !admin_wait_) {
       pgwire::Header h;
       auto st = pgwire::DecodeHeader(in_, proxy_.config().max_packet_size, &h);
       if (st == pgwire::DecodeStatus::kNeedMoreData ||
@@ -985,6 +987,7 @@ void ClientSession::ReleaseServer(bool broken) {
   pending_names_.clear();
   synth_errors_.clear();
   c_drop_ = c_skip_until_sync_ = false;
+  query_timing_ = false;
   worker_->loop().Cancel(message_timer_);
   syncs_ = 0;
   c_skip_ = s_skip_ = 0;
@@ -1110,6 +1113,12 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
   }
 }
 
+void ClientSession::StartQueryClock() {
+  if (query_timing_) return;
+  query_timing_ = true;
+  query_start_ = std::chrono::steady_clock::now();
+}
+
 bool ClientSession::StartStreamedClientMessage(char type) {
   auto& st = pool_->stats();
   switch (type) {
@@ -1118,6 +1127,7 @@ bool ClientSession::StartStreamedClientMessage(char type) {
       pending_.push_back(Pending::kQuery);
       ++syncs_;
       st.query_count.fetch_add(1, std::memory_order_relaxed);
+      StartQueryClock();
       break;
     case 'S':
       pending_.push_back(Pending::kSync);
@@ -1126,6 +1136,7 @@ bool ClientSession::StartStreamedClientMessage(char type) {
     case 'E':
       pending_.push_back(Pending::kExecute);
       st.query_count.fetch_add(1, std::memory_order_relaxed);
+      StartQueryClock();
       break;
     case 'P':  // session mode: passed through unchanged
       pending_.push_back(Pending::kParse);
@@ -1394,6 +1405,13 @@ void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view
         }
       }
       if (syncs_ > 0) --syncs_;
+      if (query_timing_ && syncs_ == 0 && pool_) {
+        // The server answered everything sent: time spent running queries.
+        query_timing_ = false;
+        pool_->stats().query_time_us.fetch_add(
+            static_cast<uint64_t>(Micros(std::chrono::steady_clock::now() - query_start_)),
+            std::memory_order_relaxed);
+      }
       if (!swallow) out_.append(whole);
       MaybeReleaseServer();
       return;
@@ -1461,8 +1479,32 @@ void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view
 
 void ClientSession::HandleAdminQuery(std::string_view sql) {
   AdminResult r = RunAdminCommand(proxy_, sql, proxy_.IsAdmin(user_));
+  if (r.wait_for_pause) {
+    admin_wait_ = true;
+    AwaitPause(std::move(r.pause_database), std::move(r.wire));
+    return;
+  }
   out_.append(r.wire);
   pgwire::AppendReadyForQuery(out_, 'I');
+}
+
+void ClientSession::AwaitPause(std::string database, std::string wire) {
+  if (proxy_.PauseDone(database)) {
+    admin_wait_ = false;
+    out_.append(wire);
+    pgwire::AppendReadyForQuery(out_, 'I');
+    HandleClientData({});  // what the admin sent meanwhile
+    return;
+  }
+  admin_timer_ = worker_->loop().After(
+      std::chrono::milliseconds(20),
+      [w = weak_from_this(), database = std::move(database), wire = std::move(wire)]() mutable {
+        auto self = w.lock();
+        if (!self || self->state_ != ClientState::kIdle) return;
+        self->admin_timer_ = {};
+        self->AwaitPause(std::move(database), std::move(wire));
+        self->Pump();
+      });
 }
 
 }  // namespace pgwarden::proxy

@@ -115,6 +115,7 @@ class ClientSession final : public net::IoHandler,
   void ProcessClientBytes(std::string_view data);
   bool HandleWholeClientMessage(const pgwire::Header& h, std::string_view msg);
   bool StartStreamedClientMessage(char type);
+  void StartQueryClock();
   void EnsurePrepared(const Statement& st);
   void ProcessServerBytes(std::string_view data);
   void StartServerMessage(const pgwire::Header& h, std::string_view whole);
@@ -126,6 +127,8 @@ class ClientSession final : public net::IoHandler,
   void MaybeReleaseServer();
   void ReleaseServer(bool broken);
   void HandleAdminQuery(std::string_view sql);
+  // Polls Proxy::PauseDone, then sends the PAUSE reply `wire`.
+  void AwaitPause(std::string database, std::string wire);
   bool ServerIdleAndClean() const;
   bool ClientOutputPending() const;
   bool ServerOutputPending() const;
@@ -163,6 +166,8 @@ class ClientSession final : public net::IoHandler,
   std::string user_, database_;
   std::vector<std::pair<std::string, std::string>> params_;  // session parameters to keep
   bool admin_ = false;
+  bool admin_wait_ = false;  // a PAUSE waits for transactions; nothing else is read meanwhile
+  net::EventLoop::TimerId admin_timer_;
   Pool* pool_ = nullptr;
   AuthMethod method_ = AuthMethod::kScram;
   std::optional<pgwire::UserCredential> credential_;
@@ -187,6 +192,10 @@ class ClientSession final : public net::IoHandler,
   std::string c_partial_, s_partial_;
   bool release_ready_ = false;
   TimePoint xact_start_{};
+  // Query time (SHOW STATS): from the first query sent while none ran to the
+  // ReadyForQuery that answers the last one.
+  bool query_timing_ = false;
+  TimePoint query_start_{};
 };
 
 }  // namespace pgwarden::proxy

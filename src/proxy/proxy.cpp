@@ -538,6 +538,19 @@ void Proxy::PauseAll(const std::string& database, bool paused) {
   }
 }
 
+bool Proxy::PauseDone(const std::string& database) {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<Pool*> paused;
+  for (auto* p : Pools()) {
+    if (!database.empty() && p->database() != database) continue;
+    if (!p->paused()) continue;  // resumed meanwhile: nothing to wait for
+    if (p->counts(now).active > 0) return false;
+    paused.push_back(p);
+  }
+  for (auto* p : paused) p->CloseIdle();
+  return true;
+}
+
 void Proxy::JanitorTick() {
   if (shutting_down_) return;
   auto now = std::chrono::steady_clock::now();

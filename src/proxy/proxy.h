@@ -180,6 +180,10 @@ class Proxy {
   std::vector<std::shared_ptr<ClientInfo>> Clients() const;
   std::vector<Pool*> Pools() const;
   void PauseAll(const std::string& database, bool paused);
+  // True once no pool of `database` ("" : any) that is still paused has a
+  // server lent to a client; their idle servers are then closed (PAUSE is
+  // for restarting PostgreSQL).
+  bool PauseDone(const std::string& database);
   void RequestShutdown();
   std::string MetricsText() const;
   const config::Config& cluster() const { return cluster_; }

@@ -565,9 +565,68 @@ TEST_F(ProxyLifecycleTest, AdminConsoleShowsPoolsAndPausesAndResumesADatabase) {
   EXPECT_EQ(Outcome(c.get(), r.get()).value, "after resume");
   EXPECT_LT(MillisSince(start), 2000);
   EXPECT_EQ(waiting(), "0");
+
+  // SHOW STATS counts the time queries ran on the server.
+  ASSERT_TRUE(PqExec(c.get(), "SELECT pg_sleep(0.3)").ok);
+  PqResult stats(PQexec(admin.get(), "SHOW STATS"));
+  ASSERT_EQ(PQresultStatus(stats.get()), PGRES_TUPLES_OK) << PQerrorMessage(admin.get());
+  int sdb = PQfnumber(stats.get(), "database"), qt = PQfnumber(stats.get(), "total_query_time");
+  ASSERT_GE(qt, 0);
+  std::string query_time;
+  for (int i = 0; i < PQntuples(stats.get()); ++i) {
+    if (std::string(PQgetvalue(stats.get(), i, sdb)) == "postgres")
+      query_time = PQgetvalue(stats.get(), i, qt);
+  }
+  ASSERT_FALSE(query_time.empty()) << "no postgres row in SHOW STATS";
+  EXPECT_GE(std::stoll(query_time), 300000) << "total_query_time (microseconds)";
 }
 
 // --- 10. auth_query --------------------------------------------------------------------
+
+// PAUSE answers only once the transactions running in the paused pools have
+// finished (PgBouncer's semantics: it is for restarting PostgreSQL), and then
+// no server connection of those pools is left open.
+TEST_F(ProxyLifecycleTest, PauseWaitsForRunningTransactionsAndThenClosesTheServers) {
+  ProxyOptions o;
+  o.extra_userlist = SuperuserEntry();
+  StartProxy(o);
+  const auto& su = backend_->superuser();
+  std::string err;
+  PqConn admin = OpenPq(ProxyConninfoAs(*proxy_, su.username, su.password, "pgwarden"), &err);
+  ASSERT_TRUE(admin) << err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_EQ(PqExec(c.get(), "SELECT 'in the transaction'").value, "in the transaction");
+
+  ASSERT_EQ(PQsendQuery(admin.get(), "PAUSE postgres"), 1);
+  EXPECT_FALSE(WaitResult(admin.get(), 700ms)) << "PAUSE returned while a transaction ran";
+  // The open transaction goes on and finishes; then PAUSE returns.
+  ASSERT_EQ(PqExec(c.get(), "SELECT 'still served'").value, "still served");
+  ASSERT_TRUE(PqExec(c.get(), "COMMIT").ok);
+  auto start = Clk::now();
+  PqResult r = WaitResult(admin.get(), 5s);
+  ASSERT_TRUE(r) << "PAUSE did not return after the transaction ended";
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(admin.get());
+  EXPECT_LT(MillisSince(start), 1000);
+  // No backend of the proxy's app pool is left on the server (they exit
+  // right after the proxy closes their sockets).
+  EXPECT_TRUE(WaitFor(
+      [] {
+        auto n = QueryValue(backend_->superuser_conninfo(),
+                            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'");
+        return n.ok() && *n == "0";
+      },
+      3s))
+      << "server connections of the paused pool are still open";
+  // New work waits until RESUME.
+  ASSERT_EQ(PQsendQuery(c.get(), "SELECT 'after resume'"), 1);
+  EXPECT_FALSE(WaitResult(c.get(), 500ms)) << "a query ran while paused";
+  ASSERT_TRUE(PqExec(admin.get(), "RESUME postgres").ok);
+  PqResult after = WaitResult(c.get(), 5s);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(Outcome(c.get(), after.get()).value, "after resume");
+}
 
 TEST_F(ProxyLifecycleTest, AuthQueryLogsInARoleMissingFromTheAuthFile) {
   ASSERT_TRUE(
