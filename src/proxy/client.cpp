@@ -207,7 +207,7 @@ bool ClientSession::ClientMayRead() const {
     default:
       break;
   }
-  return !client_eof_ && !client_done_ && !admin_wait_ && !ServerOutputPending() &&
+  return !client_eof_ && !client_done_ && !admin_wait_ && !checking_ && !ServerOutputPending() &&
          !(ClientOutputPending() && !server_);
 }
 
@@ -344,6 +344,13 @@ bool ClientSession::ReadClient() {
 
 void ClientSession::ServerLost(const char* what) {
   LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << ": " << what);
+  if (checking_ && state_ != ClientState::kClosing) {
+    // Lost during server_check_query: the client's request has not been
+    // sent; it goes to another server.
+    ReleaseServer(true);
+    RequestServer();
+    return;
+  }
   bool mid_request = !pending_.empty();
   ReleaseServer(true);
   if (state_ == ClientState::kClosing) return;  // Pump finishes the close
@@ -389,6 +396,7 @@ bool ClientSession::ReadServer() {
   }
   ProcessServerBytes(data);
   if (state_ == ClientState::kClosed) return true;
+  if (checking_ && server_ && pending_.empty() && syncs_ == 0) FinishCheck();
   if (release_ready_) {
     release_ready_ = false;
     ReleaseServer(false);
@@ -935,12 +943,37 @@ void ClientSession::AttachServer(ServerConnPtr server) {
     info_->server_pid = server_->backend_pid;
     info_->server_key = server_->backend_key;
   }
+  if (!proxy_.config().server_check_query.empty() && server_->used &&
+      xact_start_ - server_->last_used >= proxy_.config().server_check_delay) {
+    // Idle for a while: make sure it still works before the client's request
+    // goes to it (server_check_query, answered to no one).
+    checking_ = true;
+    check_failed_ = false;
+    pgwire::AppendQuery(srv_out_, proxy_.config().server_check_query);
+    pending_.push_back(Pending::kSwallowQuery);
+    ++syncs_;
+    return;
+  }
+  BeginRequest();
+}
+
+void ClientSession::BeginRequest() {
   ApplySessionParameters();
   std::string pending_in = std::move(in_);
   in_.clear();
   in_.shrink_to_fit();
   if (!pending_in.empty()) ProcessClientBytes(pending_in);
   WatchIncompleteMessage();
+}
+
+void ClientSession::FinishCheck() {
+  checking_ = false;
+  if (check_failed_) {
+    ReleaseServer(true);
+    RequestServer();
+    return;
+  }
+  BeginRequest();
 }
 
 void ClientSession::ApplySessionParameters() {
@@ -967,6 +1000,8 @@ void ClientSession::ReleaseServer(bool broken) {
   // It stays registered with our loop; its events now go to the worker (idle
   // watch). Unread input is remembered for its next holder.
   server_->session = nullptr;
+  server_->used = true;
+  checking_ = false;
   server_->missed_events = server_readable_ ? uint32_t{EPOLLIN} : 0u;
   server_readable_ = false;
   if (server_hup_) broken = true;  // the server has closed its side: never lend it again
@@ -1002,7 +1037,7 @@ void ClientSession::ReleaseServer(bool broken) {
 }
 
 void ClientSession::MaybeReleaseServer() {
-  if (pool_ && pool_->mode() == PoolMode::kTransaction && ServerIdleAndClean()) {
+  if (pool_ && pool_->mode() == PoolMode::kTransaction && ServerIdleAndClean() && !checking_) {
     release_ready_ = true;
   }
   if (state_ == ClientState::kClosing && pending_.empty()) release_ready_ = true;
@@ -1385,7 +1420,16 @@ void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view
     swallow = true;
     if (h.type == 'E') {
       auto f = pgwire::ParseErrorFields(whole.substr(5));
-      LOG_WARN(kLog, "restoring session parameters failed: " << f['M']);
+      if (checking_) {
+        check_failed_ = true;
+        LOG_WARN(kLog,
+                 "server connection " << server_->id << ": server_check_query failed: " << f['M']);
+      } else {
+        LOG_WARN(kLog, "server connection " << server_->id
+                                            << ": a query of the proxy's own (session parameters, "
+                                               "server_reset_query) failed: "
+                                            << f['M']);
+      }
     }
   } else if (!pending_.empty() && head == Pending::kSwallowParse && h.type == '1') {
     swallow = true;

@@ -122,6 +122,10 @@ class ClientSession final : public net::IoHandler,
   void EmitSynthetic();
   void OnServerError();
   void AttachServer(ServerConnPtr server);
+  // Sends what the client has waiting to the attached server.
+  void BeginRequest();
+  // The answer to server_check_query is in: go on, or try another server.
+  void FinishCheck();
   void ApplySessionParameters();
   void RequestServer();
   void MaybeReleaseServer();
@@ -191,6 +195,8 @@ class ClientSession final : public net::IoHandler,
   std::deque<std::string> synth_errors_;  // ErrorResponses of kSynthError items
   std::string c_partial_, s_partial_;
   bool release_ready_ = false;
+  bool checking_ = false;      // server_check_query is running on the attached server
+  bool check_failed_ = false;  // ... and answered with an error
   TimePoint xact_start_{};
   // Query time (SHOW STATS): from the first query sent while none ran to the
   // ReadyForQuery that answers the last one.

@@ -60,6 +60,7 @@ struct ServerConn final : net::IoHandler {
   std::unordered_set<std::string> prepared;   // proxy statement names prepared here
   TimePoint created;
   TimePoint last_used;
+  bool used = false;      // has served a client (fresh logins are not checked)
   size_t lent_slot = 0;   // index in the pool's list of lent servers (guarded by its mutex)
   TimePoint lent_since;   // guarded by the pool's mutex
   char txn_status = 'I';  // last ReadyForQuery status

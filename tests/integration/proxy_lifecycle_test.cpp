@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -306,6 +307,63 @@ TEST_F(ProxyLifecycleTest, ServerKilledWhileIdleIsReplacedForANewClient) {
 TEST_F(ProxyLifecycleTest, ServerKilledJustAfterUseIsReplacedForANewClient) {
   StartProxy(ProxyOptions{});
   ExpectDeadServerReplaced(*proxy_, *backend_, 0ms);
+}
+
+// server_check_query runs on a server that has been idle for server_check_delay
+// (0: every time) before the client's request goes to it; its answer reaches
+// no client. A fresh login is not checked.
+TEST_F(ProxyLifecycleTest, ServerCheckQueryRunsBeforeReuseAndItsAnswerReachesNoClient) {
+  {
+    std::string err;
+    PqConn direct = OpenPq(backend_->DirectConninfo(), &err);
+    ASSERT_TRUE(direct) << err;
+    PqOutcome created = PqExec(direct.get(), "CREATE SEQUENCE IF NOT EXISTS pgw_check_seq");
+    ASSERT_TRUE(created.ok) << created.error;
+  }
+  auto seq = [] {
+    return ValueOr(QueryValue(backend_->DirectConninfo(),
+                              "SELECT last_value FROM pgw_check_seq WHERE is_called "
+                              "UNION ALL SELECT 0 LIMIT 1"));
+  };
+  std::string before = seq();
+  ProxyOptions o;
+  o.default_pool_size = 1;
+  o.extra_yaml = "  server_check_query: SELECT nextval('pgw_check_seq')\n  server_check_delay: 0\n";
+  StartProxy(o);
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  for (int i = 0; i < 5; ++i) {
+    PqOutcome r = PqExec(c.get(), "SELECT 'mine " + std::to_string(i) + "'");
+    ASSERT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.value, "mine " + std::to_string(i));
+    EXPECT_EQ(r.rows, 1);
+  }
+  // One server, five transactions: each of them after a first use (the
+  // start-up probe's SELECT 1 may have been that) is preceded by a check.
+  int checks = std::stoi(seq()) - std::stoi(before);
+  EXPECT_GE(checks, 4) << "server_check_query ran " << checks << " times";
+  EXPECT_LE(checks, 6);
+}
+
+// A server whose check fails is closed and the client's request goes to
+// another one, without an error for the client.
+TEST_F(ProxyLifecycleTest, ServerFailingTheCheckIsReplacedWithoutAnErrorForTheClient) {
+  ProxyOptions o;
+  o.default_pool_size = 2;
+  o.extra_yaml = "  server_check_query: SELECT 1/0\n  server_check_delay: 0\n";
+  StartProxy(o);
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  std::set<std::string> pids;
+  for (int i = 0; i < 4; ++i) {
+    PqOutcome r = PqExec(c.get(), "SELECT pg_backend_pid()");
+    ASSERT_TRUE(r.ok) << r.error;
+    pids.insert(r.value);
+  }
+  EXPECT_EQ(pids.size(), 4u) << "a server that failed its check was used again";
+  EXPECT_THAT(proxy_->Log(200), HasSubstr("server_check_query failed"));
 }
 
 // --- 6. SIGHUP -----------------------------------------------------------------------
