@@ -2,7 +2,7 @@
 # pgbench through pgwarden's proxy and through PgBouncer against the same PostgreSQL, A B A B; then idle-connection memory.
 #
 # usage: bench/pooler.sh [-T SECONDS] [-c "8 64 256 1000"] [-r ROUNDS] [-p POOL_SIZE]
-#                        [-s SCALE] [-w WORKERS] [-i IDLE_CLIENTS] [-b "select-only tpcb-like"]
+#                        [-s SCALE] [-w WORKERS] [-i IDLE_CLIENTS] [-b "select-only tpcb-like"] [-F]
 #   -T  seconds per pgbench run (cell)                      default 10
 #   -c  client counts                                       default "8 64 256 1000"
 #   -r  rounds: each round runs pgwarden then PgBouncer     default 2 (A B A B)
@@ -11,6 +11,9 @@
 #   -w  pgwarden proxy worker threads (0: one per core)     default 0
 #   -i  idle client connections for the memory measure     default 10000 (0: skip)
 #   -b  pgbench built-in scripts                            default "select-only tpcb-like"
+#   -F  also measure the floor: bench/relay_floor.cpp, a relay that only copies
+#       bytes (one server connection per client), in the cells with at most
+#       POOL_SIZE clients, where both poolers also hold one server per client
 #
 # Both poolers: transaction pooling, the same pool size, scram-sha-256 with the
 # same userlist (the role's SCRAM secret), max_client_conn 20000. PostgreSQL:
@@ -23,13 +26,14 @@
 # Needs: pgbench, pgbouncer (Debian), python3 with psycopg2 for the idle test.
 set -euo pipefail
 
-secs=10 clients="8 64 256 1000" rounds=2 pool=20 scale=10 workers=0 idle=10000
+secs=10 clients="8 64 256 1000" rounds=2 pool=20 scale=10 workers=0 idle=10000 floor=0
 scripts="select-only tpcb-like"
-while getopts "T:c:r:p:s:w:i:b:h" opt; do
+while getopts "T:c:r:p:s:w:i:b:Fh" opt; do
   case $opt in
     T) secs=$OPTARG ;; c) clients=$OPTARG ;; r) rounds=$OPTARG ;; p) pool=$OPTARG ;;
     s) scale=$OPTARG ;; w) workers=$OPTARG ;; i) idle=$OPTARG ;; b) scripts=$OPTARG ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    F) floor=1 ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -144,8 +148,24 @@ wait_ready() {  # port
   cat "$base/pgw/proxy.log" "$base/pgb/pgbouncer.log" >&2 2>/dev/null
   exit 1
 }
+# --- The floor: a relay that only copies bytes (-F) -----------------------------------
+relay_port= relay_pid=
+if ((floor)); then
+  g++ -O2 -std=c++20 -pthread "$root/bench/relay_floor.cpp" -o "$base/relay_floor"
+  relay_port=$(free_port)
+  "$base/relay_floor" "$relay_port" "$pg_port" 1 >"$base/relay.log" 2>&1 &
+  relay_pid=$!
+  pids+=("$relay_pid")
+fi
+
 wait_ready "$pgw_port"
 wait_ready "$pgb_port"
+[[ -n $relay_port ]] && wait_ready "$relay_port"
+# Warm-up, not measured: pools filled, first logins and allocations done.
+for port in $pgw_port $pgb_port; do
+  pgbench -n -b select-only -c 8 -j 2 -T 2 "host=127.0.0.1 port=$port user=bench password=bench-pw dbname=bench" \
+    >/dev/null 2>&1 || true
+done
 echo "pgwarden proxy pid $pgw_pid on $pgw_port ($workers workers; 0 = one per core), pgbouncer $(pgbouncer --version | head -1 | awk '{print $2}') pid $pgb_pid on $pgb_port"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -159,7 +179,11 @@ results=$base/results.txt  # script clients pooler round tps mean_ms p99_ms cpu_
 printf '\n%-12s %7s %-9s %5s %10s %9s %9s %11s %6s\n' script clients pooler round tps "mean ms" "p99 ms" "cpu us/tx" failed
 run_cell() {  # script clients pooler round
   local script=$1 c=$2 name=$3 round=$4 port pid
-  if [[ $name == pgwarden ]]; then port=$pgw_port pid=$pgw_pid; else port=$pgb_port pid=$pgb_pid; fi
+  case $name in
+    pgwarden) port=$pgw_port pid=$pgw_pid ;;
+    pgbouncer) port=$pgb_port pid=$pgb_pid ;;
+    *) port=$relay_port pid=$relay_pid ;;
+  esac
   local j=$((c < nproc ? c : nproc))
   local prefix=$base/logs/$script-$c-$name-$round
   local before after out
@@ -192,6 +216,7 @@ for script in $scripts; do
     for round in $(seq 1 "$rounds"); do
       run_cell "$script" "$c" pgwarden "$round"
       run_cell "$script" "$c" pgbouncer "$round"
+      if ((floor)) && ((c <= pool)); then run_cell "$script" "$c" floor "$round"; fi
     done
   done
 done
@@ -211,6 +236,20 @@ awk '
         r(p99[k, "pgwarden"] / w, p99[k, "pgbouncer"] / b), r(cpu[k, "pgwarden"] / w, cpu[k, "pgbouncer"] / b)
     }
   }' "$results"
+if ((floor)); then
+  echo
+  echo "the floor (a relay that only copies bytes) / PgBouncer, CPU per transaction:"
+  printf '%-12s %7s %10s\n' script clients "cpu/tx"
+  awk '
+    { k = $1 " " $2; n[k, $3]++; cpu[k, $3] += $8; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+    END {
+      for (i = 1; i <= m; i++) {
+        k = order[i]; split(k, f, " ")
+        if (n[k, "floor"] > 0)
+          printf "%-12s %7s %10.2f\n", f[1], f[2], (cpu[k, "floor"] / n[k, "floor"]) / (cpu[k, "pgbouncer"] / n[k, "pgbouncer"])
+      }
+    }' "$results"
+fi
 
 # --- Idle connections: memory --------------------------------------------------------
 if ((idle > 0)); then
