@@ -25,8 +25,13 @@ options:
   --validate-config    check the configuration and exit: 0 when valid, 2 with the problems
   -h, --help           this help
 
-signals: SIGHUP reloads the auth_file without dropping clients; SIGTERM or
-SIGINT stop accepting, let transactions finish (proxy.shutdown_timeout), then close.
+signals: SIGHUP (or RELOAD in the admin console) reads the file again and
+applies it without dropping clients: auth_file, hba, users, pool sizes and
+limits, timeouts and databases (a changed server address moves that pool's
+connections; pool_mode applies to new pools); listen, workers, metrics_listen
+and TLS need a restart. A file with errors changes nothing (the log says why).
+SIGTERM or SIGINT stop accepting, let transactions finish
+(proxy.shutdown_timeout), then close.
 )";
 
 }  // namespace
@@ -67,6 +72,13 @@ int ProxyCommand(int argc, char** argv, int first) {
   signal(SIGPIPE, SIG_IGN);
 
   proxy::Proxy proxy(cluster, cfg);
+  proxy.SetReloader([file = *path]() -> Result<proxy::ProxyConfig> {
+    try {
+      return proxy::ParseProxyConfig(config::LoadConfigFile(file, config::ConfigUse::kProxy));
+    } catch (const config::ConfigError& e) {
+      return InvalidArgument(std::string("invalid configuration: ") + e.what());
+    }
+  });
   Status st = proxy.Start();
   if (!st.ok()) {
     std::cerr << "pgwarden proxy: " << st.message() << "\n";

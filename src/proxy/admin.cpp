@@ -227,7 +227,8 @@ AdminReply ShowClients(const Proxy& proxy, const Moment& now) {
     for (const auto& s : p->servers()) servers[ServerKey(s.addr, s.pid)] = s.id;
   }
   // Clients arrive on every worker's listener: the local end is the listen address.
-  const auto& listen = proxy.config().listen;
+  auto cfg = proxy.config();
+  const auto& listen = cfg->listen;
   std::string local_addr = listen.host == "*" ? "0.0.0.0" : listen.host;
   for (const auto& c : SnapshotClients(proxy)) {
     int64_t wait_us = c.state == "waiting" ? Micros(now.steady - c.request_time) : 0;
@@ -251,7 +252,7 @@ AdminReply ShowServers(const Proxy& proxy, const Moment& now) {
   for (const auto& c : clients) {
     if (!c.server_key.empty() && c.state == "active") linked[c.server_key] = &c;
   }
-  auto lifetime = proxy.config().server_lifetime;
+  auto lifetime = proxy.config()->server_lifetime;
   for (const Pool* p : proxy.Pools()) {
     auto list = p->servers();
     std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
@@ -344,7 +345,8 @@ struct DbRow {
 
 std::map<std::string, DbRow> CollectDatabases(const Proxy& proxy, const Moment& now) {
   std::map<std::string, DbRow> dbs;
-  for (const auto& [name, d] : proxy.config().databases) {
+  auto cfg = proxy.config();
+  for (const auto& [name, d] : cfg->databases) {
     if (name != "*") dbs[name].d = d;
   }
   for (const Pool* p : proxy.Pools()) {
@@ -373,7 +375,8 @@ AdminReply ShowDatabases(const Proxy& proxy, const Moment& now, const std::strin
                "current_connections",
                "paused",
                "disabled"};
-  const auto& cfg = proxy.config();
+  auto cfg_ptr = proxy.config();
+  const auto& cfg = *cfg_ptr;
   for (const auto& [name, db] : CollectDatabases(proxy, now)) {
     if (!only.empty() && name != only) continue;
     const DatabaseConfig& d = db.d;
@@ -497,8 +500,8 @@ std::vector<std::pair<std::string, std::string>> ConfigItems(const ProxyConfig& 
   return items;
 }
 
-// Nothing can be SET at run time (RELOAD re-reads only the auth_file), so
-// every key says changeable = no.
+// Nothing can be SET at run time (RELOAD re-reads the file instead), so every
+// key says changeable = no.
 AdminReply ShowConfig(const ProxyConfig& cfg, const std::string& only) {
   AdminReply r;
   r.columns = {"key", "value", "default", "changeable"};
@@ -520,7 +523,7 @@ AdminReply Show(Proxy& proxy, const AdminCommand& cmd) {
   } else if (s == "databases") {
     r = ShowDatabases(proxy, now, cmd.argument);
   } else if (s == "config") {
-    r = ShowConfig(proxy.config(), cmd.argument);
+    r = ShowConfig(*proxy.config(), cmd.argument);
   } else if (!cmd.argument.empty()) {
     return Unknown(cmd);
   } else if (s == "pools") {
@@ -544,7 +547,7 @@ AdminReply Show(Proxy& proxy, const AdminCommand& cmd) {
 }
 
 bool DatabaseKnown(const Proxy& proxy, const std::string& name) {
-  if (proxy.config().databases.count(name)) return true;
+  if (proxy.config()->databases.count(name)) return true;
   for (const Pool* p : proxy.Pools()) {
     if (p->database() == name) return true;
   }

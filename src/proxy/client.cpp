@@ -151,13 +151,13 @@ void ClientSession::Start() {
     worker_->Forget(this);
     return;
   }
-  if (proxy_.client_count() > proxy_.config().max_client_conn) {
+  if (proxy_.client_count() > worker_->config().max_client_conn) {
     FailFatal("53300", "no more connections allowed (max_client_conn)");
     Pump();
     return;
   }
   login_timer_ =
-      worker_->loop().After(proxy_.config().client_login_timeout, [w = weak_from_this()] {
+      worker_->loop().After(worker_->config().client_login_timeout, [w = weak_from_this()] {
         auto self = w.lock();
         if (!self || self->state_ >= ClientState::kIdle) return;
         self->login_timer_ = {};
@@ -484,11 +484,11 @@ void ClientSession::Close(const char* why) {
   if (state_ == ClientState::kWaiting && pool_) pool_->CancelWait(info_->id);
   if (server_) {
     if (ServerIdleAndClean() && pool_ && pool_->mode() == PoolMode::kSession && !admin_ &&
-        !proxy_.config().server_reset_query.empty()) {
+        !worker_->config().server_reset_query.empty()) {
       // Session pooling: reset the server before the next client gets it;
       // the server is given back when the reset's ReadyForQuery arrives.
       SetState(ClientState::kClosing);
-      pgwire::AppendQuery(srv_out_, proxy_.config().server_reset_query);
+      pgwire::AppendQuery(srv_out_, worker_->config().server_reset_query);
       pending_.push_back(Pending::kSwallowQuery);
       ++syncs_;
       return;
@@ -526,7 +526,7 @@ void ClientSession::FailFatal(std::string_view sqlstate, std::string_view messag
 
 void ClientSession::HandleStartupBytes(std::string_view data) {
   if (!data.empty()) in_.append(data);
-  const uint32_t max = std::min<uint32_t>(proxy_.config().max_packet_size, 10000);
+  const uint32_t max = std::min<uint32_t>(worker_->config().max_packet_size, 10000);
   while (!in_.empty() && state_ != ClientState::kClosed && state_ != ClientState::kClosing) {
     if (state_ == ClientState::kStartup) {
       pgwire::StartupPacket p;
@@ -596,7 +596,7 @@ void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
     Close("cancel request");
     return;
   }
-  if (!tls_ && proxy_.config().client_tls.sslmode == "require") {
+  if (!tls_ && worker_->config().client_tls.sslmode == "require") {
     FailFatal("28000", "the proxy requires TLS (proxy.client_tls.sslmode: require)");
     return;
   }
@@ -804,7 +804,7 @@ void ClientSession::HandleClientData(std::string_view data) {
     in_.append(data);
     while (state_ == ClientState::kIdle && !admin_wait_) {
       pgwire::Header h;
-      auto st = pgwire::DecodeHeader(in_, proxy_.config().max_packet_size, &h);
+      auto st = pgwire::DecodeHeader(in_, worker_->config().max_packet_size, &h);
       if (st == pgwire::DecodeStatus::kNeedMoreData ||
           (st == pgwire::DecodeStatus::kReady && in_.size() < h.wire_size()))
         break;
@@ -943,13 +943,13 @@ void ClientSession::AttachServer(ServerConnPtr server) {
     info_->server_pid = server_->backend_pid;
     info_->server_key = server_->backend_key;
   }
-  if (!proxy_.config().server_check_query.empty() && server_->used &&
-      xact_start_ - server_->last_used >= proxy_.config().server_check_delay) {
+  if (!worker_->config().server_check_query.empty() && server_->used &&
+      xact_start_ - server_->last_used >= worker_->config().server_check_delay) {
     // Idle for a while: make sure it still works before the client's request
     // goes to it (server_check_query, answered to no one).
     checking_ = true;
     check_failed_ = false;
-    pgwire::AppendQuery(srv_out_, proxy_.config().server_check_query);
+    pgwire::AppendQuery(srv_out_, worker_->config().server_check_query);
     pending_.push_back(Pending::kSwallowQuery);
     ++syncs_;
     return;
@@ -1050,7 +1050,7 @@ void ClientSession::WatchIncompleteMessage() {
   // Progress restarts the clock: a large message on a slow link is fine, a
   // sender that stalls mid-message while holding a server is not.
   message_timer_ =
-      worker_->loop().After(proxy_.config().client_message_timeout, [w = weak_from_this()] {
+      worker_->loop().After(worker_->config().client_message_timeout, [w = weak_from_this()] {
         auto self = w.lock();
         if (!self) return;
         self->message_timer_ = {};
@@ -1064,7 +1064,7 @@ void ClientSession::WatchIncompleteMessage() {
 }
 
 void ClientSession::ProcessClientBytes(std::string_view data) {
-  const uint32_t max = proxy_.config().max_packet_size;
+  const uint32_t max = worker_->config().max_packet_size;
   while (!data.empty() && state_ == ClientState::kActive) {
     if (c_skip_ > 0) {
       size_t n = std::min(c_skip_, data.size());

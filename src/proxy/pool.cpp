@@ -18,12 +18,12 @@ Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_s
            ServerMover mover)
     : database_(std::move(database)),
       user_(std::move(user)),
-      db_(std::move(db)),
-      pool_size_(pool_size),
-      reserve_size_(reserve_size),
       mode_(mode),
       db_count_(db_connection_count),
       db_mu_(db_mu),
+      db_(std::move(db)),
+      pool_size_(pool_size),
+      reserve_size_(reserve_size),
       max_db_connections_(max_db_connections),
       server_lifetime_(server_lifetime),
       dispose_(std::move(dispose)),
@@ -151,6 +151,7 @@ void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
     UnlendLocked(server.get());
     server->last_used = now;
     if (now - server->created > server_lifetime_) server->broken = true;  // retire it now
+    if (server->generation != generation_) server->broken = true;         // RELOAD moved the pool
     if (server->broken) {
       LOG_DEBUG(kLog, "closing server connection " << server->id);
       dropped.push_back(std::move(server));
@@ -186,6 +187,7 @@ void Pool::OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new)
       stats_.server_logins++;
       ServerConnPtr s = std::move(*result);
       s->pool = this;
+      s->generation = generation_;
       s->created = now;
       s->last_used = now;
       if (!server_params_) server_params_ = s->params;
@@ -338,6 +340,47 @@ void Pool::CloseIdle() {
   std::vector<ServerConnPtr> dropped;
   {
     std::lock_guard lock(mu_);
+    std::lock_guard dl(*db_mu_);
+    *db_count_ -= static_cast<int>(idle_.size());
+    for (auto& s : idle_) dropped.push_back(std::move(s));
+    idle_.clear();
+  }
+  Dispose(dropped);
+}
+
+DatabaseConfig Pool::db() const {
+  std::lock_guard lock(mu_);
+  return db_;
+}
+
+void Pool::Reconfigure(const DatabaseConfig& db, int pool_size, int reserve_size,
+                       int max_db_connections, Millis server_lifetime) {
+  std::vector<ServerConnPtr> dropped;
+  {
+    std::lock_guard lock(mu_);
+    bool moved = db.host != db_.host || db.port != db_.port || db.dbname != db_.dbname ||
+                 db.user != db_.user || db.password != db_.password;
+    bool was_forced = !db_.user.empty();
+    db_ = db;
+    pool_size_ = pool_size;
+    reserve_size_ = reserve_size;
+    max_db_connections_ = max_db_connections;
+    server_lifetime_ = server_lifetime;
+    if (!moved) return;
+    ++generation_;
+    target_.host = db.host;
+    target_.port = db.port;
+    target_.database = db.dbname.empty() ? database_ : db.dbname;
+    if (!db.user.empty()) {
+      target_.user = db.user;
+      target_.password = db.password;
+      target_.scram_client_key.clear();
+      target_.scram_server_key.clear();
+    } else if (was_forced) {
+      has_credentials_ = false;  // the next client's login tells how to log in as that client
+    }
+    LOG_INFO(kLog, "pool " << database_ << "/" << user_ << ": now " << db.host << ":" << db.port
+                           << "; closing the connections to the old server");
     std::lock_guard dl(*db_mu_);
     *db_count_ -= static_cast<int>(idle_.size());
     for (auto& s : idle_) dropped.push_back(std::move(s));

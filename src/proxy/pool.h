@@ -53,7 +53,8 @@ class Pool {
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
-  const DatabaseConfig& db() const { return db_; }
+  // The database entry this pool serves (a copy: RELOAD may change it).
+  DatabaseConfig db() const;
   PoolMode mode() const { return mode_; }
   PoolStats& stats() { return stats_; }
 
@@ -104,8 +105,13 @@ class Pool {
   // PAUSE/RESUME: while paused no server is handed out.
   void SetPaused(bool paused);
   bool paused() const;
-  // Closes every idle connection (RELOAD, SHUTDOWN).
+  // Closes every idle connection (SHUTDOWN, PAUSE).
   void CloseIdle();
+  // RELOAD: new limits apply at once; a changed server address, database or
+  // forced user applies to new connections, and the servers logged in with
+  // the old ones are closed (idle ones now, lent ones when given back).
+  void Reconfigure(const DatabaseConfig& db, int pool_size, int reserve_size,
+                   int max_db_connections, Millis server_lifetime);
   // A registered idle server showed readiness (its home worker's thread):
   // if it is still idle and was closed or sent something, it is dropped.
   void CheckIdle(ServerConn* server);
@@ -131,13 +137,15 @@ class Pool {
   void Deliver(std::vector<Handoff>& handoffs);
 
   const std::string database_, user_;
-  const DatabaseConfig db_;
-  const int pool_size_, reserve_size_;
-  const PoolMode mode_;
+  const PoolMode mode_;  // fixed for the pool's life (RELOAD applies pool_mode to new pools)
   int* const db_count_;  // connections to this database over all pools; guarded by *db_mu_
   std::mutex* const db_mu_;
-  const int max_db_connections_;
-  const Millis server_lifetime_;  // older servers are closed when given back
+  // Settings RELOAD changes; guarded by mu_.
+  DatabaseConfig db_;
+  int pool_size_, reserve_size_;
+  int max_db_connections_;
+  Millis server_lifetime_;        // older servers are closed when given back
+  uint64_t generation_ = 0;       // bumped when db_'s server side changes
   const ServerDisposer dispose_;  // null: closed where they are dropped
   const ServerMover mover_;       // may be null
   PoolStats stats_;

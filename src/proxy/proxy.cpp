@@ -29,6 +29,7 @@ Worker::~Worker() {
 }
 
 Status Worker::Init() {
+  cfg_ = proxy_.config();
   scratch_.reserve(64 * 1024);
   read_buffer_ = std::make_unique<char[]>(kReadBuffer);
   return loop_.Init();
@@ -183,7 +184,7 @@ void ServerConn::OnIo(uint32_t events) {
 // ---------------------------------------------------------------- Proxy
 
 Proxy::Proxy(config::Config cluster, ProxyConfig cfg)
-    : cluster_(std::move(cluster)), cfg_(std::move(cfg)) {}
+    : cluster_(std::move(cluster)), cfg_(std::make_shared<const ProxyConfig>(std::move(cfg))) {}
 
 Proxy::~Proxy() {
   {
@@ -201,35 +202,36 @@ Proxy::~Proxy() {
 }
 
 Status Proxy::Start() {
+  auto cfg = config();
   started_at_ = std::chrono::steady_clock::now();
-  if (!cfg_.auth_file.empty()) {
-    auto users = pgwire::LoadUserListFile(cfg_.auth_file);
+  if (!cfg->auth_file.empty()) {
+    auto users = pgwire::LoadUserListFile(cfg->auth_file);
     if (!users.ok()) return users.status();
     std::lock_guard lock(users_mu_);
     userlist_ = std::move(*users);
   }
-  if (cfg_.client_tls.sslmode != "disable") {
-    auto t = TlsContext::ForClients(cfg_.client_tls);
+  if (cfg->client_tls.sslmode != "disable") {
+    auto t = TlsContext::ForClients(cfg->client_tls);
     if (!t.ok()) return t.status();
     client_tls_ = *t;
   }
-  if (cfg_.server_tls.sslmode != "disable") {
-    auto t = TlsContext::ForServers(cfg_.server_tls);
+  if (cfg->server_tls.sslmode != "disable") {
+    auto t = TlsContext::ForServers(cfg->server_tls);
     if (!t.ok()) return t.status();
     server_tls_ = *t;
   }
-  int n = cfg_.workers > 0 ? cfg_.workers
+  int n = cfg->workers > 0 ? cfg->workers
                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<Worker>(*this, i));
     PGW_RETURN_IF_ERROR(workers_.back()->Init());
   }
   busy_shown_ = std::make_unique<std::atomic<double>[]>(workers_.size());
-  PGW_RETURN_IF_ERROR(workers_[0]->Listen(cfg_.listen));
-  if (cfg_.metrics_listen) {
+  PGW_RETURN_IF_ERROR(workers_[0]->Listen(cfg->listen));
+  if (cfg->metrics_listen) {
     net::HttpServerOptions o;
-    o.host = cfg_.metrics_listen->host;
-    o.port = cfg_.metrics_listen->port;
+    o.host = cfg->metrics_listen->host;
+    o.port = cfg->metrics_listen->port;
     metrics_ = std::make_unique<net::HttpServer>(o, [this](const net::HttpRequest& req) {
       net::HttpResponse r;
       if (req.path != "/metrics") {
@@ -247,12 +249,12 @@ Status Proxy::Start() {
   for (int i = 0; i < 2; ++i) connectors_.emplace_back([this] { ConnectorLoop(); });
   for (auto& w : workers_) w->Start();
   workers_[0]->loop().Post([this] { JanitorTick(); });
-  if (n > 1 && cfg_.worker_busy > 0) {
+  if (n > 1 && cfg->worker_busy > 0) {
     accept_worker_ = 0;
     workers_[0]->loop().Post([this] { BalanceTick(); });
   }
-  LOG_INFO(kLog, "listening on " << cfg_.listen.ToString() << " with " << n << " worker thread(s), "
-                                 << PoolModeName(cfg_.pool_mode) << " pooling");
+  LOG_INFO(kLog, "listening on " << cfg->listen.ToString() << " with " << n << " worker thread(s), "
+                                 << PoolModeName(cfg->pool_mode) << " pooling");
   return Status::Ok();
 }
 
@@ -266,11 +268,12 @@ void Proxy::RequestShutdown() {
 }
 
 void Proxy::Shutdown() {
+  auto cfg = config();
   if (shutting_down_.exchange(true)) return;
   LOG_INFO(kLog, "shutting down: no new clients; waiting up to "
-                     << cfg_.shutdown_timeout.count() / 1000 << " s for transactions to finish");
+                     << cfg->shutdown_timeout.count() / 1000 << " s for transactions to finish");
   for (auto& w : workers_) w->StopAccepting();
-  auto deadline = std::chrono::steady_clock::now() + cfg_.shutdown_timeout;
+  auto deadline = std::chrono::steady_clock::now() + cfg->shutdown_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     bool busy = false;
     {
@@ -291,31 +294,90 @@ void Proxy::Shutdown() {
   done_cv_.notify_all();
 }
 
+namespace {
+bool SameTls(const TlsConfig& a, const TlsConfig& b) {
+  return a.sslmode == b.sslmode && a.cert_file == b.cert_file && a.key_file == b.key_file &&
+         a.ca_file == b.ca_file;
+}
+bool SameHostPort(const config::HostPort& a, const config::HostPort& b) {
+  return a.host == b.host && a.port == b.port;
+}
+}  // namespace
+
 Status Proxy::Reload() {
-  if (!cfg_.auth_file.empty()) {
-    auto users = pgwire::LoadUserListFile(cfg_.auth_file);
-    if (!users.ok()) return users.status();
-    std::lock_guard lock(users_mu_);
-    userlist_ = std::move(*users);
+  std::shared_ptr<const ProxyConfig> old = config();
+  ProxyConfig fresh = *old;
+  if (reloader_) {
+    auto r = reloader_();
+    if (!r.ok()) return r.status();
+    fresh = std::move(*r);
   }
-  LOG_INFO(kLog, "reloaded auth_file");
+  // What the running process cannot change keeps its value, with a warning.
+  auto keep = [&](bool same, const char* key) {
+    if (!same) LOG_WARN(kLog, "proxy." << key << " changed: it takes effect after a restart");
+  };
+  keep(SameHostPort(fresh.listen, old->listen), "listen");
+  fresh.listen = old->listen;
+  keep(fresh.workers == old->workers, "workers");
+  fresh.workers = old->workers;
+  keep(fresh.metrics_listen.has_value() == old->metrics_listen.has_value() &&
+           (!fresh.metrics_listen || SameHostPort(*fresh.metrics_listen, *old->metrics_listen)),
+       "metrics_listen");
+  fresh.metrics_listen = old->metrics_listen;
+  keep(SameTls(fresh.client_tls, old->client_tls), "client_tls");
+  fresh.client_tls = old->client_tls;
+  keep(SameTls(fresh.server_tls, old->server_tls), "server_tls");
+  fresh.server_tls = old->server_tls;
+
+  std::map<std::string, pgwire::UserCredential> users;
+  if (!fresh.auth_file.empty()) {
+    auto loaded = pgwire::LoadUserListFile(fresh.auth_file);
+    if (!loaded.ok()) return loaded.status();
+    users = std::move(*loaded);
+  }
+  auto cfg = std::make_shared<const ProxyConfig>(std::move(fresh));
+  {
+    std::lock_guard lock(users_mu_);
+    userlist_ = std::move(users);
+  }
+  {
+    std::lock_guard lock(cfg_mu_);
+    cfg_ = cfg;
+  }
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->loop().Post([worker, cfg] { worker->SetConfig(cfg); });
+  }
+  // Existing pools take the new limits and server address; a database that
+  // is gone serves its clients until they leave (new clients are refused).
+  for (auto* p : Pools()) {
+    auto db = cfg->databases.find(p->database());
+    if (db == cfg->databases.end()) db = cfg->databases.find("*");
+    if (db == cfg->databases.end()) continue;
+    DatabaseConfig d = db->second;
+    if (d.dbname.empty()) d.dbname = p->database();
+    p->Reconfigure(d, d.pool_size.value_or(cfg->default_pool_size), cfg->reserve_pool_size,
+                   cfg->max_db_connections, cfg->server_lifetime);
+  }
+  LOG_INFO(kLog, "reloaded the configuration");
   return Status::Ok();
 }
 
 Pool* Proxy::FindOrCreatePool(const std::string& database, const std::string& user) {
+  auto cfg = config();
   std::lock_guard lock(pools_mu_);
   auto key = std::make_pair(database, user);
   if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
-  auto db = cfg_.databases.find(database);
-  if (db == cfg_.databases.end()) db = cfg_.databases.find("*");
-  if (db == cfg_.databases.end()) return nullptr;
+  auto db = cfg->databases.find(database);
+  if (db == cfg->databases.end()) db = cfg->databases.find("*");
+  if (db == cfg->databases.end()) return nullptr;
   DatabaseConfig d = db->second;
   if (d.dbname.empty()) d.dbname = database;
-  int size = d.pool_size.value_or(cfg_.default_pool_size);
-  PoolMode mode = d.pool_mode.value_or(cfg_.pool_mode);
+  int size = d.pool_size.value_or(cfg->default_pool_size);
+  PoolMode mode = d.pool_mode.value_or(cfg->pool_mode);
   auto pool = std::make_unique<Pool>(
-      database, user, d, size, cfg_.reserve_pool_size, mode, &db_connections_[database], &db_mu_,
-      cfg_.max_db_connections, cfg_.server_lifetime,
+      database, user, d, size, cfg->reserve_pool_size, mode, &db_connections_[database], &db_mu_,
+      cfg->max_db_connections, cfg->server_lifetime,
       [this](ServerConnPtr s) { DisposeServer(std::move(s)); },
       [this](ServerConn& s, int to) { MoveServer(s, to); });
   Pool* p = pool.get();
@@ -346,10 +408,11 @@ void Proxy::ConnectorLoop() {
 }
 
 void Proxy::OpenServer(Pool* pool) {
-  RunOnConnector([this, pool] {
+  auto cfg = config();
+  RunOnConnector([this, pool, cfg] {
     ServerTarget t = pool->target();
     auto r =
-        LoginServer(t, cfg_.server_connect_timeout, server_tls_.get(), cfg_.server_tls.sslmode);
+        LoginServer(t, cfg->server_connect_timeout, server_tls_.get(), cfg->server_tls.sslmode);
     if (!r.ok()) {
       LOG_WARN(kLog, "server login to " << t.host << ":" << t.port << " as " << t.user
                                         << " failed: " << r.status().message());
@@ -391,6 +454,7 @@ void Proxy::MoveServer(ServerConn& server, int to) {
 
 void Proxy::LookupUser(const std::string& database, const std::string& user,
                        std::function<void(Result<pgwire::UserCredential>)> done) {
+  auto cfg = config();
   {
     std::lock_guard lock(users_mu_);
     if (auto it = userlist_.find(user); it != userlist_.end()) {
@@ -399,24 +463,28 @@ void Proxy::LookupUser(const std::string& database, const std::string& user,
       return;
     }
   }
-  if (cfg_.auth_user.empty() || database == "pgwarden") {
+  if (cfg->auth_user.empty() || database == "pgwarden") {
     done(NotFound("unknown user " + user));
     return;
   }
-  auto db = cfg_.databases.find(database);
-  if (db == cfg_.databases.end()) db = cfg_.databases.find("*");
+  auto db = cfg->databases.find(database);
+  if (db == cfg->databases.end()) db = cfg->databases.find("*");
+  if (db == cfg->databases.end()) {
+    done(NotFound("no database " + database));
+    return;
+  }
   ServerTarget t;
   t.host = db->second.host;
   t.port = db->second.port;
   t.database = db->second.dbname.empty() ? database : db->second.dbname;
-  t.user = cfg_.auth_user;
+  t.user = cfg->auth_user;
   {
     std::lock_guard lock(users_mu_);
-    if (auto it = userlist_.find(cfg_.auth_user); it != userlist_.end())
+    if (auto it = userlist_.find(cfg->auth_user); it != userlist_.end())
       t.password = it->second.value;
   }
-  RunOnConnector([this, t, user, done = std::move(done)] {
-    auto r = LookupCredential(t, cfg_.auth_query, user, cfg_.server_connect_timeout);
+  RunOnConnector([this, cfg, t, user, done = std::move(done)] {
+    auto r = LookupCredential(t, cfg->auth_query, user, cfg->server_connect_timeout);
     if (!r.ok()) {
       done(r.status());
       return;
@@ -427,14 +495,15 @@ void Proxy::LookupUser(const std::string& database, const std::string& user,
 
 AuthMethod Proxy::MethodFor(const std::string& database, const std::string& user, uint32_t ipv4,
                             bool is_ipv4) const {
-  if (cfg_.hba.empty()) return cfg_.auth_type;
+  auto cfg = config();
+  if (cfg->hba.empty()) return cfg->auth_type;
   auto matches = [](const std::vector<std::string>& list, const std::string& v) {
     for (const auto& x : list) {
       if (x == "all" || x == v) return true;
     }
     return false;
   };
-  for (const auto& r : cfg_.hba) {
+  for (const auto& r : cfg->hba) {
     if (r.local) continue;  // unix sockets are not served
     if (!matches(r.databases, database) || !matches(r.users, user)) continue;
     if (!r.any_address && (!is_ipv4 || (ipv4 & r.mask) != r.addr)) continue;
@@ -444,14 +513,16 @@ AuthMethod Proxy::MethodFor(const std::string& database, const std::string& user
 }
 
 bool Proxy::IsAdmin(const std::string& user) const {
-  for (const auto& u : cfg_.admin_users) {
+  auto cfg = config();
+  for (const auto& u : cfg->admin_users) {
     if (u == user) return true;
   }
   return false;
 }
 
 bool Proxy::IsStatsUser(const std::string& user) const {
-  for (const auto& u : cfg_.stats_users) {
+  auto cfg = config();
+  for (const auto& u : cfg->stats_users) {
     if (u == user) return true;
   }
   return false;
@@ -553,15 +624,17 @@ bool Proxy::PauseDone(const std::string& database) {
 
 void Proxy::JanitorTick() {
   if (shutting_down_) return;
+  auto cfg = config();
   auto now = std::chrono::steady_clock::now();
   for (auto* p : Pools()) {
-    int n = p->Maintain(now, cfg_);
+    int n = p->Maintain(now, *cfg);
     for (int i = 0; i < n; ++i) OpenServer(p);
   }
   janitor_ = workers_[0]->loop().After(std::chrono::seconds(1), [this] { JanitorTick(); });
 }
 
 void Proxy::BalanceTick() {
+  auto cfg = config();
   if (shutting_down_) return;
   const size_t n = workers_.size();
   TimePoint now = std::chrono::steady_clock::now();
@@ -581,7 +654,7 @@ void Proxy::BalanceTick() {
       busy_shown_[i].store(busy_[i], std::memory_order_relaxed);
       loads[i] = {busy_[i], workers_[i]->session_count()};
     }
-    BalancePlan plan = PlanBalance(loads, cfg_.worker_busy);
+    BalancePlan plan = PlanBalance(loads, cfg->worker_busy);
     accept_worker_.store(plan.accept_to, std::memory_order_relaxed);
     for (const auto& m : plan.moves) {
       LOG_DEBUG(kLog, "balancer: moving up to " << m.count << " idle client(s) from worker "

@@ -57,6 +57,9 @@ class Worker {
   Worker(Proxy& proxy, int index);
   ~Worker();
   net::EventLoop& loop() { return loop_; }
+  // The configuration as this worker's thread sees it (RELOAD posts a new one).
+  const ProxyConfig& config() const { return *cfg_; }
+  void SetConfig(std::shared_ptr<const ProxyConfig> cfg) { cfg_ = std::move(cfg); }
   int index() const { return index_; }
   Proxy& proxy() { return proxy_; }
   // Scratch buffer for reads on this thread (never held across events).
@@ -101,6 +104,7 @@ class Worker {
 
   Proxy& proxy_;
   const int index_;
+  std::shared_ptr<const ProxyConfig> cfg_;  // this thread's copy
   net::EventLoop loop_;
   int listen_fd_ = -1;
   Listener listener_{*this};
@@ -127,10 +131,22 @@ class Proxy {
   void Wait();
   // Stops accepting, lets transactions finish up to shutdown_timeout, closes.
   void Shutdown();
-  // Re-reads the configuration file (auth_file, pool sizes for new pools, ...).
+  // RELOAD / SIGHUP: reads the configuration again (through the reloader, when
+  // set) and applies it without dropping clients: auth_file, hba, users, pool
+  // sizes and limits, timeouts, databases (a changed server address moves the
+  // pool's connections). listen, workers, metrics_listen and TLS keep their
+  // values until a restart (a warning says so). On error nothing changes.
   Status Reload();
+  // How Reload() gets the new configuration (the proxy command re-reads its file).
+  void SetReloader(std::function<Result<ProxyConfig>()> reloader) {
+    reloader_ = std::move(reloader);
+  }
 
-  const ProxyConfig& config() const { return cfg_; }
+  // The configuration in effect (any thread; a snapshot).
+  std::shared_ptr<const ProxyConfig> config() const {
+    std::lock_guard lock(cfg_mu_);
+    return cfg_;
+  }
   // TLS contexts; null when that side is not configured for TLS.
   const TlsContext* client_tls() const { return client_tls_.get(); }
   const TlsContext* server_tls() const { return server_tls_.get(); }
@@ -197,7 +213,9 @@ class Proxy {
   void RunOnConnector(std::function<void()> job);
 
   config::Config cluster_;
-  ProxyConfig cfg_;
+  mutable std::mutex cfg_mu_;
+  std::shared_ptr<const ProxyConfig> cfg_;  // guarded by cfg_mu_
+  std::function<Result<ProxyConfig>()> reloader_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<net::HttpServer> metrics_;
   std::shared_ptr<TlsContext> client_tls_;

@@ -60,12 +60,13 @@ struct ServerConn final : net::IoHandler {
   std::unordered_set<std::string> prepared;   // proxy statement names prepared here
   TimePoint created;
   TimePoint last_used;
-  bool used = false;      // has served a client (fresh logins are not checked)
-  size_t lent_slot = 0;   // index in the pool's list of lent servers (guarded by its mutex)
-  TimePoint lent_since;   // guarded by the pool's mutex
-  char txn_status = 'I';  // last ReadyForQuery status
-  bool broken = false;    // do not reuse
-  std::string addr;       // "host:port"
+  bool used = false;        // has served a client (fresh logins are not checked)
+  uint64_t generation = 0;  // the pool's generation at login (guarded by the pool's mutex)
+  size_t lent_slot = 0;     // index in the pool's list of lent servers (guarded by its mutex)
+  TimePoint lent_since;     // guarded by the pool's mutex
+  char txn_status = 'I';    // last ReadyForQuery status
+  bool broken = false;      // do not reuse
+  std::string addr;         // "host:port"
   int local_port = 0;
   std::unique_ptr<TlsStream> tls;  // TLS session with the server, when negotiated
 };

@@ -396,7 +396,63 @@ TEST_F(ProxyLifecycleTest, SighupReloadsTheAuthFileWithoutDroppingClients) {
   PqOutcome commit = PqExec(c.get(), "COMMIT");
   EXPECT_TRUE(commit.ok) << commit.error;
   EXPECT_TRUE(proxy_->alive());
-  EXPECT_THAT(proxy_->Log(), HasSubstr("reloaded auth_file"));
+  EXPECT_THAT(proxy_->Log(), HasSubstr("reloaded the configuration"));
+}
+
+// SIGHUP applies a larger pool at once (a waiting client is served), and a
+// database entry pointing elsewhere (here: another dbname) moves the pool:
+// new transactions go there and the old server connections are closed. A
+// broken file changes nothing.
+TEST_F(ProxyLifecycleTest, SighupAppliesPoolSizeAndDatabaseChangesWithoutDroppingClients) {
+  ProxyOptions o;
+  o.default_pool_size = 1;
+  StartProxy(o);
+  std::string err;
+  PqConn holder = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(holder) << err;
+  PqConn waiter = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(waiter) << err;
+  ASSERT_TRUE(PqExec(holder.get(), "BEGIN").ok);
+  ASSERT_EQ(PqExec(holder.get(), "SELECT current_database()").value, "postgres");
+  ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'served'"), 1);
+  EXPECT_FALSE(WaitResult(waiter.get(), 500ms)) << "served beyond default_pool_size 1";
+
+  const std::string path = proxy_->config_path();
+  const std::string original = ReadFile(path);
+  // A file with an error first: nothing changes, the log says why.
+  ASSERT_TRUE(WriteFile(path, original + "  default_pool_size: lots\n"));
+  ASSERT_EQ(kill(proxy_->pid(), SIGHUP), 0);
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Log(100).find("reload failed") != std::string::npos; },
+                      5s, 50ms))
+      << proxy_->Log();
+  EXPECT_FALSE(WaitResult(waiter.get(), 300ms)) << "a broken file changed the pool size";
+
+  std::string bigger = original;
+  auto at = bigger.find("default_pool_size: 1\n");
+  ASSERT_NE(at, std::string::npos) << original;
+  bigger.replace(at, std::string("default_pool_size: 1\n").size(), "default_pool_size: 2\n");
+  ASSERT_TRUE(WriteFile(path, bigger));
+  ASSERT_EQ(kill(proxy_->pid(), SIGHUP), 0);
+  PqResult served = WaitResult(waiter.get(), 5s);
+  ASSERT_TRUE(served) << "the waiting client was not served after the pool grew\n" << proxy_->Log();
+  EXPECT_EQ(Outcome(waiter.get(), served.get()).value, "served");
+
+  // Point the proxy's "postgres" database at idle_db.
+  std::string moved = bigger;
+  at = moved.find("dbname: postgres\n");
+  ASSERT_NE(at, std::string::npos) << bigger;
+  moved.replace(at, std::string("dbname: postgres\n").size(), "dbname: idle_db\n");
+  ASSERT_TRUE(WriteFile(path, moved));
+  ASSERT_EQ(kill(proxy_->pid(), SIGHUP), 0);
+  EXPECT_TRUE(
+      WaitFor([&] { return PqExec(waiter.get(), "SELECT current_database()").value == "idle_db"; },
+              5s, 100ms));
+  // The client inside its transaction kept its server until COMMIT.
+  EXPECT_EQ(PqExec(holder.get(), "SELECT current_database()").value, "postgres");
+  ASSERT_TRUE(PqExec(holder.get(), "COMMIT").ok);
+  EXPECT_EQ(PqExec(holder.get(), "SELECT current_database()").value, "idle_db");
+  EXPECT_TRUE(WaitFor([] { return AppBackends("postgres") == 0; }, 5s, 50ms))
+      << "server connections to the old database are still open";
 }
 
 // --- 7. SIGTERM ---------------------------------------------------------------------
