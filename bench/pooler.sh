@@ -12,8 +12,8 @@
 #   -i  idle client connections for the memory measure     default 10000 (0: skip)
 #   -b  pgbench built-in scripts                            default "select-only tpcb-like"
 #   -F  also measure the floor: bench/relay_floor.cpp, a relay that only copies
-#       bytes (one server connection per client), in the cells with at most
-#       POOL_SIZE clients, where both poolers also hold one server per client
+#       bytes (one server connection per client, no pooling), in the cells where
+#       PostgreSQL has a connection for each of its clients besides the poolers'
 #
 # Both poolers: transaction pooling, the same pool size, scram-sha-256 with the
 # same userlist (the role's SCRAM secret), max_client_conn 20000. PostgreSQL:
@@ -216,7 +216,7 @@ for script in $scripts; do
     for round in $(seq 1 "$rounds"); do
       run_cell "$script" "$c" pgwarden "$round"
       run_cell "$script" "$c" pgbouncer "$round"
-      if ((floor)) && ((c <= pool)); then run_cell "$script" "$c" floor "$round"; fi
+      if ((floor)) && ((c + 2 * pool + 3 <= max_conn)); then run_cell "$script" "$c" floor "$round"; fi
     done
   done
 done

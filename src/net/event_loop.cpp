@@ -73,7 +73,15 @@ void EventLoop::Post(Job job) {
     was_empty = posted_.empty();
     posted_.push_back(std::move(job));
   }
+  if (InLoopThread()) {
+    // The loop is awake (it is running this): it runs the job after the
+    // current batch without sleeping first, so no eventfd write is needed.
+    local_posted_ = true;
+    return;
+  }
   // One wake-up per batch of posts: the loop takes the whole list at once.
+  // (When the list was not empty, either a wake-up is pending or the loop
+  // thread queued a job itself and will not sleep before running the list.)
   if (was_empty) Wake();
 }
 
@@ -114,7 +122,10 @@ void EventLoop::Run() {
   epoll_event events[kBatch];
   while (!stop_.load(std::memory_order_relaxed)) {
     int timeout = -1;
-    if (!timers_.empty()) {
+    if (local_posted_) {
+      timeout = 0;  // jobs this thread posted are waiting
+      local_posted_ = false;
+    } else if (!timers_.empty()) {
       auto wait = timers_.begin()->first.at - std::chrono::steady_clock::now();
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
       timeout = static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));

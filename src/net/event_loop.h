@@ -89,8 +89,9 @@ class EventLoop {
   std::atomic<bool> stop_{false};
 
   std::mutex mu_;
-  std::vector<Job> posted_;   // guarded by mu_
-  std::vector<Job> running_;  // loop thread: the jobs being run
+  std::vector<Job> posted_;    // guarded by mu_
+  std::vector<Job> running_;   // loop thread: the jobs being run
+  bool local_posted_ = false;  // loop thread: it posted jobs itself (no wake-up written)
 
   std::map<TimerId, Job> timers_;  // loop thread
   uint64_t next_timer_ = 1;

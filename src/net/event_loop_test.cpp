@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <string>
 #include <thread>
@@ -61,6 +62,24 @@ TEST(EventLoopTest, PostedJobsRunInOrderOnTheLoopThread) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(seen[static_cast<size_t>(i)], i);
   EXPECT_TRUE(on_loop.load());
   EXPECT_FALSE(t.loop.InLoopThread());
+}
+
+// A job posted by the loop's own thread needs no wake-up: the loop runs it
+// without sleeping first (a chain of such posts must not stall).
+TEST(EventLoopTest, JobsPostedOnTheLoopThreadRunWithoutAWakeUp) {
+  LoopThread t;
+  std::promise<int> done;
+  std::function<void(int)> step = [&](int n) {
+    if (n == 1000) {
+      done.set_value(n);
+      return;
+    }
+    t.loop.Post([&, n] { step(n + 1); });
+  };
+  t.loop.Post([&] { step(0); });
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready) << "a job posted on the loop thread stalled";
+  EXPECT_EQ(f.get(), 1000);
 }
 
 TEST(EventLoopTest, TimersFireInDeadlineOrderAndCancelledOnesDoNot) {
