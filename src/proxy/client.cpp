@@ -236,8 +236,11 @@ void ClientSession::Pump() {
       FinishClose();
       break;
     }
-    if (client_done_ && state_ != ClientState::kClosing && (!server_ || ServerIdleAndClean())) {
-      Close("client closed the connection");  // after the answers to its last requests
+    // After the answers to its last requests; once every Sync and Query has
+    // been answered nothing more will come from the server either.
+    if (client_done_ && state_ != ClientState::kClosing &&
+        (!server_ || ServerIdleAndClean() || syncs_ == 0)) {
+      Close("client closed the connection");
       continue;
     }
     if (!moved && !pump_again_) break;
@@ -302,10 +305,14 @@ bool ClientSession::ReadClient() {
   if (n == 0) {
     client_done_ = true;
     client_readable_ = false;
-    // Requests it sent whole still get their answers, as from PostgreSQL
-    // itself (the client may have closed only its sending side); then the
-    // session closes (Pump). A message cut off by the close ends it at once.
-    if (server_ && !pending_.empty() && c_skip_ == 0 && c_partial_.empty()) return true;
+    // Requests it sent whole, up to a Sync or a Query, still get their
+    // answers, as from PostgreSQL itself (the client may have closed only its
+    // sending side); then the session closes (Pump). A message cut off by
+    // the close, or requests after the last Sync (the server would wait for
+    // more), end it at once.
+    if (server_ && !pending_.empty() && c_skip_ == 0 && c_partial_.empty() &&
+        (pending_.back() == Pending::kSync || pending_.back() == Pending::kQuery))
+      return true;
     client_eof_ = true;
     Close("client closed the connection");
     return true;

@@ -215,6 +215,27 @@ TEST_F(ProxyBadInputTest, ClientThatClosesRightAfterItsQueryGetsTheAnswerAndIsCl
   EXPECT_THAT(r.bytes, HasSubstr("last words"));
 }
 
+// Requests after the last Sync are never answered by the server (it waits
+// for more); a client that sends such and closes its side is closed at once,
+// and the server connection goes back clean. Found by fuzz/proxy_fuzz.cpp.
+TEST_F(ProxyBadInputTest, ClientThatClosesWithoutAFinalSyncIsClosedAtOnce) {
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+  int fd = PQsocket(c.get());
+  std::string sql = "SELECT 42";
+  std::string parse = "P" + Int32(static_cast<uint32_t>(4 + 1 + sql.size() + 1 + 2)) +
+                      std::string(1, '\0') + sql + std::string(1, '\0') + std::string(2, '\0');
+  std::string bind = "B" + Int32(4 + 1 + 1 + 2 + 2 + 2) + std::string(8, '\0');
+  std::string execute = "E" + Int32(4 + 1 + 4) + std::string(5, '\0');
+  ASSERT_TRUE(SendAll(fd, parse + bind + execute));
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  ReadOutcome r = ReadUntilClosed(fd, 5s);
+  EXPECT_TRUE(r.closed) << "the proxy waited for answers that never come";
+  EXPECT_LT(r.elapsed, 3s);
+}
+
 TEST_F(ProxyBadInputTest, MessageOverMaxPacketSizeIsRejected) {
   // 'Q' claiming 2 MB (the limit is 1 MB), followed by a little of it.
   std::string bytes = "Q" + Int32(2u << 20) + std::string(1000, 'x');
