@@ -483,7 +483,7 @@ void Proxy::LookupUser(const std::string& database, const std::string& user,
     if (auto it = userlist_.find(cfg->auth_user); it != userlist_.end())
       t.password = it->second.value;
   }
-  RunOnConnector([this, cfg, t, user, done = std::move(done)] {
+  RunOnConnector([cfg, t, user, done = std::move(done)] {
     auto r = LookupCredential(t, cfg->auth_query, user, cfg->server_connect_timeout);
     if (!r.ok()) {
       done(r.status());
