@@ -238,8 +238,7 @@ void ClientSession::Pump() {
     }
     // After the answers to its last requests; once every Sync and Query has
     // been answered nothing more will come from the server either.
-    if (client_done_ && state_ != ClientState::kClosing &&
-        (!server_ || ServerIdleAndClean() || syncs_ == 0)) {
+    if (client_done_ && state_ != ClientState::kClosing && (!server_ || syncs_ == 0)) {
       Close("client closed the connection");
       continue;
     }
@@ -468,11 +467,7 @@ bool ClientSession::FlushServer() {
       return false;
     }
     if (errno == EINTR) return true;
-    srv_out_.clear();
-    srv_raw_.clear();
-    ReleaseServer(true);
-    pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost");
-    Close("server write error");
+    ServerLost(std::strerror(errno));  // during server_check_query: another server
     return true;
   }
   if (static_cast<size_t>(n) < wire.size()) {
@@ -944,9 +939,8 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   xact_start_ = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(info_->mu);
-    auto colon = server_->addr.rfind(':');
-    info_->server_host.assign(server_->addr, 0, colon);
-    info_->server_port = static_cast<uint16_t>(std::atoi(server_->addr.c_str() + colon + 1));
+    info_->server_host = server_->host;
+    info_->server_port = server_->port;
     info_->server_pid = server_->backend_pid;
     info_->server_key = server_->backend_key;
   }
@@ -1039,7 +1033,6 @@ void ClientSession::ReleaseServer(bool broken) {
   srv_out_.clear();
   srv_raw_.clear();
   proxy_.ReleaseServer(std::move(server_));
-  server_.reset();
   if (state_ == ClientState::kActive) SetState(ClientState::kIdle);
 }
 

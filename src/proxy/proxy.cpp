@@ -93,8 +93,9 @@ void Worker::AcceptAll() {
     else
       target.loop().Post([&target, fd] { target.Adopt(fd); });
   }
-  // More than a batch waiting: go on after the other events.
-  loop_.Post([this] { AcceptAll(); });
+  // More than a batch waiting: go on after the other events (unless the
+  // listener was closed meanwhile).
+  if (listen_fd_ >= 0) loop_.Post([this] { AcceptAll(); });
 }
 
 void Worker::Adopt(int fd) {

@@ -308,6 +308,8 @@ Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::millisecon
         conn->tls = s.TakeTls();
         conn->fd = s.release();
         conn->addr = t.host + ":" + std::to_string(t.port);
+        conn->host = t.host;
+        conn->port = t.port;
         {
           sockaddr_storage ss{};
           socklen_t len = sizeof ss;

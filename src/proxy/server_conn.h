@@ -67,6 +67,8 @@ struct ServerConn final : net::IoHandler {
   char txn_status = 'I';    // last ReadyForQuery status
   bool broken = false;      // do not reuse
   std::string addr;         // "host:port"
+  std::string host;         // the same, apart (for cancel requests)
+  uint16_t port = 0;
   int local_port = 0;
   std::unique_ptr<TlsStream> tls;  // TLS session with the server, when negotiated
 };
