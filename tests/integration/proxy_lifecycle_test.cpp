@@ -23,22 +23,6 @@ int64_t MillisSince(Clk::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clk::now() - t).count();
 }
 
-// Waits for the result of a query sent with PQsendQuery (the first result;
-// the rest is drained); nullptr when nothing came within `timeout`.
-PqResult WaitResult(PGconn* c, std::chrono::milliseconds timeout) {
-  auto deadline = Clk::now() + timeout;
-  while (PQisBusy(c)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clk::now());
-    if (left.count() <= 0) return nullptr;
-    pollfd p{PQsocket(c), POLLIN, 0};
-    poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
-    if (!PQconsumeInput(c)) break;
-  }
-  PqResult r(PQgetResult(c));
-  while (PGresult* more = PQgetResult(c)) PQclear(more);
-  return r;
-}
-
 // Opens a connection like OpenPq, but with verbose errors so that a login
 // failure's message carries the SQLSTATE ("FATAL:  28P01: ...").
 PqConn OpenPqVerbose(const std::string& conninfo, std::string* error) {
@@ -105,6 +89,15 @@ class ProxyLifecycleTest : public ::testing::Test {
     proxy_ = std::make_unique<ProxyProcess>();
     Status st = proxy_->Start(dir, backend_->pg_port(), o);
     ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+
+  // The admin console as the superuser (needs SuperuserEntry() in the userlist).
+  PqConn OpenAdmin() {
+    const auto& su = backend_->superuser();
+    std::string err;
+    PqConn admin = OpenPq(ProxyConninfoAs(*proxy_, su.username, su.password, "pgwarden"), &err);
+    EXPECT_TRUE(admin) << err;
+    return admin;
   }
 
   // The superuser's userlist line, for admin_users and auth_user.
@@ -632,10 +625,9 @@ TEST_F(ProxyLifecycleTest, AdminConsoleShowsPoolsAndPausesAndResumesADatabase) {
   ProxyOptions o;
   o.extra_userlist = SuperuserEntry();
   StartProxy(o);
-  const auto& su = backend_->superuser();
+  PqConn admin = OpenAdmin();
+  ASSERT_TRUE(admin);
   std::string err;
-  PqConn admin = OpenPq(ProxyConninfoAs(*proxy_, su.username, su.password, "pgwarden"), &err);
-  ASSERT_TRUE(admin) << err;
   PqConn c = OpenPq(proxy_->Conninfo(), &err);
   ASSERT_TRUE(c) << err;
   ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
@@ -704,10 +696,9 @@ TEST_F(ProxyLifecycleTest, PauseWaitsForRunningTransactionsAndThenClosesTheServe
   ProxyOptions o;
   o.extra_userlist = SuperuserEntry();
   StartProxy(o);
-  const auto& su = backend_->superuser();
+  PqConn admin = OpenAdmin();
+  ASSERT_TRUE(admin);
   std::string err;
-  PqConn admin = OpenPq(ProxyConninfoAs(*proxy_, su.username, su.password, "pgwarden"), &err);
-  ASSERT_TRUE(admin) << err;
   PqConn c = OpenPq(proxy_->Conninfo(), &err);
   ASSERT_TRUE(c) << err;
   ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);

@@ -75,22 +75,6 @@ ProxyBackend* ProxyPoolTest::backend_ = nullptr;
 ProxyProcess* ProxyPoolTest::proxy_ = nullptr;
 Status* ProxyPoolTest::setup_ = new Status(Status::Ok());
 
-// Waits for the one result of a query sent with PQsendQuery; nullptr on timeout.
-PqResult AwaitResult(PGconn* c, std::chrono::milliseconds timeout) {
-  auto deadline = Clk::now() + timeout;
-  while (PQisBusy(c)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clk::now());
-    if (left.count() <= 0) return nullptr;
-    pollfd p{PQsocket(c), POLLIN, 0};
-    poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
-    if (!PQconsumeInput(c)) break;
-  }
-  PqResult r(PQgetResult(c));
-  // Drain to the end of the query.
-  while (PGresult* more = PQgetResult(c)) PQclear(more);
-  return r;
-}
-
 TEST_F(ProxyPoolTest, CancelStopsTheQueryWithinOneSecondAndOnlyThatOne) {
   std::string err;
   PqConn victim = OpenPq(proxy_->Conninfo(), &err);
@@ -113,7 +97,7 @@ TEST_F(ProxyPoolTest, CancelStopsTheQueryWithinOneSecondAndOnlyThatOne) {
   });
   canceller.join();
   EXPECT_EQ(cancel_error, "");
-  PqResult r = AwaitResult(victim.get(), 5s);
+  PqResult r = WaitResult(victim.get(), 5s);
   auto took = Clk::now() - start;
   ASSERT_TRUE(r) << "the cancelled query did not end within 5 s";
   PqOutcome o = Outcome(victim.get(), r.get());
@@ -123,7 +107,7 @@ TEST_F(ProxyPoolTest, CancelStopsTheQueryWithinOneSecondAndOnlyThatOne) {
       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
 
   // The other client's query is untouched and finishes normally.
-  PqResult b = AwaitResult(bystander.get(), 10s);
+  PqResult b = WaitResult(bystander.get(), 10s);
   ASSERT_TRUE(b);
   PqOutcome bo = Outcome(bystander.get(), b.get());
   EXPECT_TRUE(bo.ok) << bo.sqlstate << " " << bo.error;

@@ -213,6 +213,21 @@ PqOutcome PqExec(PGconn* conn, const std::string& sql) {
   return Outcome(conn, r.get());
 }
 
+PqResult WaitResult(PGconn* conn, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (PQisBusy(conn)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return nullptr;
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+    if (!PQconsumeInput(conn)) break;
+  }
+  PqResult r(PQgetResult(conn));
+  while (PGresult* more = PQgetResult(conn)) PQclear(more);
+  return r;
+}
+
 // --- Raw protocol sockets --------------------------------------------------------
 
 int ConnectTcp(uint16_t port) {

@@ -148,6 +148,9 @@ struct PqOutcome {
 PqOutcome Outcome(PGconn* conn, PGresult* res);
 // PQexec and Outcome.
 PqOutcome PqExec(PGconn* conn, const std::string& sql);
+// Waits for the first result of a query sent with PQsendQuery (the rest is
+// drained); nullptr when nothing came within `timeout`.
+PqResult WaitResult(PGconn* conn, std::chrono::milliseconds timeout);
 
 // --- Raw protocol sockets --------------------------------------------------------
 
