@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake make pkg-config clang-format clang libclang-rt-14-dev
   libboost-dev libboost-system-dev libyaml-cpp-dev nlohmann-json3-dev
-  libpq-dev libssl-dev libzstd-dev liblz4-dev libpg-query-dev
+  libpq-dev libssl-dev libzstd-dev liblz4-dev libpg-query-dev libprotobuf-c-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 etcd-server etcd-client
   haproxy curl procps iproute2 bc

@@ -1,0 +1,514 @@
+// Session effects of SQL: a cheap word/lexer prefilter, then libpg_query's parse tree.
+#include "sql/session_effects.h"
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+// libpg_query's copy of the GUC (one per thread, like all its state).
+extern "C" {
+extern __thread bool standard_conforming_strings;
+}
+
+namespace pgwarden::sql {
+namespace {
+
+// ---------------------------------------------------------------- prefilter
+
+bool IdentStart(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+bool IdentCont(unsigned char c) { return IdentStart(c) || (c >= '0' && c <= '9') || c == '$'; }
+bool DollarTagCont(unsigned char c) { return IdentStart(c) || (c >= '0' && c <= '9'); }
+bool IsDigit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool IsSpace(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+bool EqualsLower(std::string_view word, std::string_view lower) {
+  if (word.size() != lower.size()) return false;
+  for (size_t i = 0; i < word.size(); ++i) {
+    char c = word[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+bool StartsWithLower(std::string_view word, std::string_view lower) {
+  return word.size() >= lower.size() && EqualsLower(word.substr(0, lower.size()), lower);
+}
+
+// Words that, wherever they appear, may mean a statement with session effects.
+constexpr std::array<std::string_view, 15> kTriggerWords = {
+    "reset",   "discard", "listen",         "prepare",          "deallocate",
+    "declare", "load",    "temp",           "temporary",        "set_config",
+    "currval", "lastval", "dblink_connect", "dblink_connect_u", "pg_temp"};
+constexpr std::array<std::string_view, 3> kTriggerPrefixes = {"pg_temp", "pg_advisory_lock",
+                                                              "pg_try_advisory_lock"};
+
+bool IsTriggerWord(std::string_view w) {
+  for (auto t : kTriggerWords) {
+    if (EqualsLower(w, t)) return true;
+  }
+  for (auto p : kTriggerPrefixes) {
+    if (StartsWithLower(w, p)) return true;
+  }
+  return false;
+}
+
+// Every run of identifier characters in the raw text, literals included.
+bool HasTriggerWord(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (!IdentCont(c)) {
+      // U&"..." spells an identifier with escapes the word scan cannot read.
+      if (c == '&' && i > 0 && (s[i - 1] == 'u' || s[i - 1] == 'U') && i + 1 < s.size() &&
+          s[i + 1] == '"')
+        return true;
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < s.size() && IdentCont(static_cast<unsigned char>(s[j]))) ++j;
+    if (IsTriggerWord(s.substr(i, j - i))) return true;
+    i = j;
+  }
+  return false;
+}
+
+// Skips a quoted literal or identifier starting at s[i] (the quote). Returns
+// the index after the closing quote, or npos when it does not end.
+size_t SkipQuoted(std::string_view s, size_t i, char quote, bool backslash_escapes) {
+  for (size_t j = i + 1; j < s.size(); ++j) {
+    if (backslash_escapes && s[j] == '\\') {
+      ++j;
+      continue;
+    }
+    if (s[j] == quote) {
+      if (j + 1 < s.size() && s[j + 1] == quote) {
+        ++j;
+        continue;
+      }
+      return j + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// True when some statement of `s` begins with SET or DO, or when the text
+// cannot be lexed to the end (an unterminated literal or comment: assume the
+// worst). `backslash_strings`: standard_conforming_strings is off.
+bool StatementStartsWithSetOrDo(std::string_view s, bool backslash_strings) {
+  constexpr size_t npos = std::string_view::npos;
+  size_t i = 0;
+  const size_t n = s.size();
+  bool at_start = true;
+  while (i < n) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (IsSpace(c)) {
+      ++i;
+      continue;
+    }
+    if (c == '-' && i + 1 < n && s[i + 1] == '-') {
+      size_t e = s.find('\n', i);
+      i = e == npos ? n : e + 1;
+      continue;
+    }
+    if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+      int depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+          ++depth;
+          i += 2;
+        } else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') {
+          --depth;
+          i += 2;
+        } else {
+          ++i;
+        }
+      }
+      if (depth > 0) return true;
+      continue;
+    }
+    if (c == ';') {
+      at_start = true;
+      ++i;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      i = SkipQuoted(s, i, static_cast<char>(c), c == '\'' && backslash_strings);
+      if (i == npos) return true;
+      at_start = false;
+      continue;
+    }
+    if (c == '$') {
+      size_t j = i + 1;
+      if (j < n && IsDigit(static_cast<unsigned char>(s[j]))) {  // $1: a parameter
+        while (j < n && IsDigit(static_cast<unsigned char>(s[j]))) ++j;
+        i = j;
+        at_start = false;
+        continue;
+      }
+      if (j < n && (s[j] == '$' || IdentStart(static_cast<unsigned char>(s[j])))) {
+        while (j < n && DollarTagCont(static_cast<unsigned char>(s[j]))) ++j;
+        if (j < n && s[j] == '$') {
+          std::string_view tag = s.substr(i, j - i + 1);
+          size_t close = s.find(tag, j + 1);
+          if (close == npos) return true;
+          i = close + tag.size();
+          at_start = false;
+          continue;
+        }
+      }
+      ++i;
+      at_start = false;
+      continue;
+    }
+    if (IsDigit(c)) {  // a number as PostgreSQL 15 reads one: digits[.digits][e[+-]digits]
+      size_t j = i;
+      while (j < n && IsDigit(static_cast<unsigned char>(s[j]))) ++j;
+      if (j < n && s[j] == '.') {
+        ++j;
+        while (j < n && IsDigit(static_cast<unsigned char>(s[j]))) ++j;
+      }
+      if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < n && (s[k] == '+' || s[k] == '-')) ++k;
+        if (k < n && IsDigit(static_cast<unsigned char>(s[k]))) {
+          while (k < n && IsDigit(static_cast<unsigned char>(s[k]))) ++k;
+          j = k;
+        }
+      }
+      i = j;
+      at_start = false;
+      continue;
+    }
+    if (IdentStart(c)) {
+      size_t j = i;
+      while (j < n && IdentCont(static_cast<unsigned char>(s[j]))) ++j;
+      std::string_view word = s.substr(i, j - i);
+      if (at_start && (EqualsLower(word, "set") || EqualsLower(word, "do"))) return true;
+      at_start = false;
+      if (j < n && s[j] == '\'') {
+        // E'...' always reads backslashes; U&'', B'', X'', N'' and a type
+        // name before a literal follow the setting.
+        bool escapes = EqualsLower(word, "e") || backslash_strings;
+        if (EqualsLower(word, "u")) escapes = false;
+        i = SkipQuoted(s, j, '\'', escapes);
+        if (i == npos) return true;
+        continue;
+      }
+      if (j + 1 < n && s[j] == '&' && (s[j + 1] == '\'' || s[j + 1] == '"') &&
+          EqualsLower(word, "u")) {
+        i = SkipQuoted(s, j + 1, s[j + 1], false);
+        if (i == npos) return true;
+        continue;
+      }
+      i = j;
+      continue;
+    }
+    at_start = false;
+    ++i;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------- parse tree
+
+constexpr int kMaxDepth = 2000;
+constexpr int32_t kCursorOptHold = 0x0020;  // CURSOR_OPT_HOLD in parsenodes.h
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+bool IsTempName(const char* s) { return s != nullptr && std::strncmp(s, "pg_temp", 7) == 0; }
+
+bool IsTempRelation(const PgQuery__RangeVar* rv) {
+  if (rv == nullptr) return false;
+  return (rv->relpersistence != nullptr && rv->relpersistence[0] == 't') ||
+         IsTempName(rv->schemaname);
+}
+
+// A string constant argument ('x' or 'x'::type), or nullptr.
+const char* ConstString(const PgQuery__Node* n) {
+  if (n == nullptr) return nullptr;
+  if (n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST) return ConstString(n->type_cast->arg);
+  if (n->node_case != PG_QUERY__NODE__NODE_A_CONST) return nullptr;
+  const PgQuery__AConst* c = n->a_const;
+  if (c->val_case == PG_QUERY__A__CONST__VAL_SVAL && c->sval) return c->sval->sval;
+  return nullptr;
+}
+
+// true / false for a boolean constant (true, 't'::bool, 'on', ...), else -1.
+int ConstBool(const PgQuery__Node* n) {
+  if (n == nullptr) return -1;
+  if (n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST) return ConstBool(n->type_cast->arg);
+  if (n->node_case != PG_QUERY__NODE__NODE_A_CONST) return -1;
+  const PgQuery__AConst* c = n->a_const;
+  if (c->val_case == PG_QUERY__A__CONST__VAL_BOOLVAL && c->boolval) return c->boolval->boolval;
+  if (c->val_case == PG_QUERY__A__CONST__VAL_SVAL && c->sval) {
+    std::string v = Lower(c->sval->sval);
+    if (v == "t" || v == "true" || v == "on" || v == "yes" || v == "1") return 1;
+    if (v == "f" || v == "false" || v == "off" || v == "no" || v == "0") return 0;
+  }
+  if (c->val_case == PG_QUERY__A__CONST__VAL_IVAL && c->ival) return c->ival->ival != 0;
+  return -1;
+}
+
+// The last part of a function's (possibly qualified) name.
+std::string FunctionName(const PgQuery__FuncCall* f) {
+  if (f->n_funcname == 0) return {};
+  const PgQuery__Node* last = f->funcname[f->n_funcname - 1];
+  if (last->node_case != PG_QUERY__NODE__NODE_STRING || !last->string) return {};
+  return Lower(last->string->sval);
+}
+
+void VisitFuncCall(const PgQuery__FuncCall* f, SessionEffects* out) {
+  std::string name = FunctionName(f);
+  if (name == "set_config") {
+    const char* param = f->n_args >= 1 ? ConstString(f->args[0]) : nullptr;
+    int local = f->n_args >= 3 ? ConstBool(f->args[2]) : -1;
+    if (param == nullptr) {
+      out->pins |= kPinParameter;
+    } else if (local != 1) {  // not transaction-local (or not known to be)
+      out->params.push_back({Lower(param), false});
+    }
+  } else if (name == "pg_advisory_lock" || name == "pg_advisory_lock_shared" ||
+             name == "pg_try_advisory_lock" || name == "pg_try_advisory_lock_shared") {
+    out->pins |= kPinAdvisoryLock;
+  } else if (name == "currval" || name == "lastval") {
+    out->sequences = true;
+  } else if (name == "dblink_connect" || name == "dblink_connect_u") {
+    out->pins |= kPinRemoteLink;
+  }
+}
+
+// Walks every message below `m` (through protobuf-c's descriptors, so every
+// node type is covered) for function calls and temporary relations.
+void WalkTree(const ProtobufCMessage* m, int depth, SessionEffects* out) {
+  if (m == nullptr) return;
+  if (depth > kMaxDepth) {
+    out->pins |= kPinTooComplex;
+    return;
+  }
+  const ProtobufCMessageDescriptor* d = m->descriptor;
+  if (d == &pg_query__func_call__descriptor) {
+    VisitFuncCall(reinterpret_cast<const PgQuery__FuncCall*>(m), out);
+  } else if (d == &pg_query__range_var__descriptor) {
+    // Reading a temporary relation is harmless (no other client's can exist
+    // on a pooled connection); creating one is caught per statement, but a
+    // RangeVar marked temporary only ever appears where one is created.
+    auto* rv = reinterpret_cast<const PgQuery__RangeVar*>(m);
+    if (rv->relpersistence != nullptr && rv->relpersistence[0] == 't') out->pins |= kPinTempObject;
+  } else if (d == &pg_query__into_clause__descriptor) {
+    // SELECT ... INTO pg_temp.x (or INTO TEMP x)
+    auto* into = reinterpret_cast<const PgQuery__IntoClause*>(m);
+    if (IsTempRelation(into->rel) && into->on_commit != PG_QUERY__ON_COMMIT_ACTION__ONCOMMIT_DROP)
+      out->pins |= kPinTempObject;
+  }
+  const char* base = reinterpret_cast<const char*>(m);
+  for (unsigned i = 0; i < d->n_fields; ++i) {
+    const ProtobufCFieldDescriptor& f = d->fields[i];
+    if (f.type != PROTOBUF_C_TYPE_MESSAGE) continue;
+    if (f.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+      uint32_t which = *reinterpret_cast<const uint32_t*>(base + f.quantifier_offset);
+      if (which != f.id) continue;
+    }
+    if (f.label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t count = *reinterpret_cast<const size_t*>(base + f.quantifier_offset);
+      auto* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + f.offset);
+      for (size_t k = 0; k < count; ++k) WalkTree(items[k], depth + 1, out);
+    } else {
+      WalkTree(*reinterpret_cast<ProtobufCMessage* const*>(base + f.offset), depth + 1, out);
+    }
+  }
+}
+
+// Names a creating statement gives its object: any part "pg_temp…" means the
+// temporary schema.
+bool AnyTempName(PgQuery__Node* const* names, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const PgQuery__Node* x = names[i];
+    if (x->node_case == PG_QUERY__NODE__NODE_STRING && x->string && IsTempName(x->string->sval))
+      return true;
+  }
+  return false;
+}
+
+void VisitVariableSet(const PgQuery__VariableSetStmt* v, SessionEffects* out) {
+  using K = PgQuery__VariableSetKind;
+  if (v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL) {
+    out->reset_all = true;
+    return;
+  }
+  std::string name = Lower(v->name ? v->name : "");
+  if (v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI) {
+    // SET TRANSACTION [SNAPSHOT] lasts for the transaction; SET SESSION
+    // CHARACTERISTICS changes the session's defaults.
+    if (name == "session characteristics") out->pins |= kPinCharacteristics;
+    return;
+  }
+  if (v->is_local) return;
+  if (name == "role" || name == "session_authorization") {
+    out->pins |= kPinRole;
+    return;
+  }
+  bool reset = v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_RESET ||
+               v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT;
+  out->params.push_back({std::move(name), reset});
+}
+
+void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
+  if (n == nullptr) return;
+  switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_VARIABLE_SET_STMT:
+      VisitVariableSet(n->variable_set_stmt, out);
+      return;  // its arguments are constants
+    case PG_QUERY__NODE__NODE_DISCARD_STMT:
+      if (n->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL) {
+        out->discard_all = true;
+        out->reset_all = true;
+      }
+      return;
+    case PG_QUERY__NODE__NODE_LISTEN_STMT:
+      out->pins |= kPinListen;
+      return;
+    case PG_QUERY__NODE__NODE_PREPARE_STMT:
+      out->pins |= kPinPrepare;
+      break;  // and what the prepared query calls
+    case PG_QUERY__NODE__NODE_DEALLOCATE_STMT: {
+      const char* name = n->deallocate_stmt->name;
+      if (name == nullptr || name[0] == '\0')
+        out->deallocate_all = true;
+      else
+        out->deallocate = true;
+      return;
+    }
+    case PG_QUERY__NODE__NODE_DECLARE_CURSOR_STMT:
+      if (n->declare_cursor_stmt->options & kCursorOptHold) out->pins |= kPinHoldCursor;
+      break;
+    case PG_QUERY__NODE__NODE_LOAD_STMT:
+      out->pins |= kPinLoad;
+      return;
+    case PG_QUERY__NODE__NODE_DO_STMT:
+      out->pins |= kPinDo;
+      return;
+    case PG_QUERY__NODE__NODE_CREATE_STMT: {
+      const PgQuery__CreateStmt* c = n->create_stmt;
+      if (IsTempRelation(c->relation) && c->oncommit != PG_QUERY__ON_COMMIT_ACTION__ONCOMMIT_DROP)
+        out->pins |= kPinTempObject;
+      // A temporary table that drops itself at commit leaves nothing behind;
+      // skip the RangeVar check of the walk for it.
+      if (IsTempRelation(c->relation)) {
+        for (size_t i = 0; i < c->n_table_elts; ++i) WalkTree(&c->table_elts[i]->base, 1, out);
+        return;
+      }
+      break;
+    }
+    case PG_QUERY__NODE__NODE_CREATE_TABLE_AS_STMT: {
+      const PgQuery__CreateTableAsStmt* c = n->create_table_as_stmt;
+      if (c->into && IsTempRelation(c->into->rel)) {
+        if (c->into->on_commit != PG_QUERY__ON_COMMIT_ACTION__ONCOMMIT_DROP)
+          out->pins |= kPinTempObject;
+        if (c->query != nullptr) WalkTree(&c->query->base, 1, out);
+        return;
+      }
+      break;
+    }
+    case PG_QUERY__NODE__NODE_VIEW_STMT:
+      if (IsTempRelation(n->view_stmt->view)) out->pins |= kPinTempObject;
+      break;
+    case PG_QUERY__NODE__NODE_CREATE_SEQ_STMT:
+      if (IsTempRelation(n->create_seq_stmt->sequence)) out->pins |= kPinTempObject;
+      break;
+    case PG_QUERY__NODE__NODE_CREATE_FUNCTION_STMT: {
+      // Its SET clauses apply inside the function only; its body is a string.
+      const PgQuery__CreateFunctionStmt* f = n->create_function_stmt;
+      if (AnyTempName(f->funcname, f->n_funcname)) out->pins |= kPinTempObject;
+      return;
+    }
+    case PG_QUERY__NODE__NODE_DEFINE_STMT:
+      if (AnyTempName(n->define_stmt->defnames, n->define_stmt->n_defnames))
+        out->pins |= kPinTempObject;
+      return;
+    case PG_QUERY__NODE__NODE_COMPOSITE_TYPE_STMT:
+      if (IsTempRelation(n->composite_type_stmt->typevar)) out->pins |= kPinTempObject;
+      return;
+    case PG_QUERY__NODE__NODE_CREATE_DOMAIN_STMT:
+      if (AnyTempName(n->create_domain_stmt->domainname, n->create_domain_stmt->n_domainname))
+        out->pins |= kPinTempObject;
+      return;
+    case PG_QUERY__NODE__NODE_CREATE_ENUM_STMT:
+      if (AnyTempName(n->create_enum_stmt->type_name, n->create_enum_stmt->n_type_name))
+        out->pins |= kPinTempObject;
+      return;
+    case PG_QUERY__NODE__NODE_ALTER_FUNCTION_STMT:
+    case PG_QUERY__NODE__NODE_ALTER_ROLE_SET_STMT:
+    case PG_QUERY__NODE__NODE_ALTER_DATABASE_SET_STMT:
+    case PG_QUERY__NODE__NODE_ALTER_SYSTEM_STMT:
+      return;  // their SET clauses are for later sessions or other code
+    default:
+      break;
+  }
+  WalkTree(&n->base, 0, out);
+}
+
+}  // namespace
+
+const char* PinReasonText(uint32_t pins) {
+  if (pins & kPinRole) return "SET ROLE / SET SESSION AUTHORIZATION";
+  if (pins & kPinParameter) return "set_config() of a parameter named by an expression";
+  if (pins & kPinTempObject) return "a temporary object";
+  if (pins & kPinListen) return "LISTEN";
+  if (pins & kPinPrepare) return "PREPARE";
+  if (pins & kPinHoldCursor) return "a cursor WITH HOLD";
+  if (pins & kPinAdvisoryLock) return "a session advisory lock";
+  if (pins & kPinLoad) return "LOAD";
+  if (pins & kPinDo) return "a DO block";
+  if (pins & kPinCharacteristics) return "SET SESSION CHARACTERISTICS";
+  if (pins & kPinRemoteLink) return "dblink_connect()";
+  if (pins & kPinTooComplex) return "a statement too deeply nested to analyse";
+  return "";
+}
+
+bool MayAffectSession(std::string_view sql) {
+  return HasTriggerWord(sql) || StatementStartsWithSetOrDo(sql, false) ||
+         StatementStartsWithSetOrDo(sql, true);
+}
+
+SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {
+  SessionEffects out;
+  std::string text(sql);  // NUL-terminated for the C API
+  // Statements end at a NUL for PostgreSQL too (the protocol's strings).
+  text.resize(std::strlen(text.c_str()));
+  standard_conforming_strings = scs;
+  PgQueryProtobufParseResult r = pg_query_parse_protobuf(text.c_str());
+  if (r.error != nullptr) {
+    out.parse_error = true;
+    pg_query_free_protobuf_parse_result(r);
+    return out;
+  }
+  PgQuery__ParseResult* tree = pg_query__parse_result__unpack(
+      nullptr, r.parse_tree.len, reinterpret_cast<const uint8_t*>(r.parse_tree.data));
+  pg_query_free_protobuf_parse_result(r);
+  if (tree == nullptr) {
+    out.pins |= kPinTooComplex;  // could not be read back: assume the worst
+    return out;
+  }
+  for (size_t i = 0; i < tree->n_stmts; ++i) VisitStatement(tree->stmts[i]->stmt, &out);
+  pg_query__parse_result__free_unpacked(tree, nullptr);
+  return out;
+}
+
+}  // namespace pgwarden::sql

@@ -1,0 +1,72 @@
+// What a SQL string does to its session beyond its own transaction, read with the real parser.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgwarden::sql {
+
+// Session state a statement leaves behind that a pooler cannot carry from one
+// server connection to another: the client that creates it must keep its
+// server connection (bits of SessionEffects::pins).
+enum PinReason : uint32_t {
+  kPinNone = 0,
+  kPinRole = 1u << 0,             // SET ROLE / SET SESSION AUTHORIZATION (and RESET of them)
+  kPinParameter = 1u << 1,        // set_config() with a name that is not a constant
+  kPinTempObject = 1u << 2,       // a temporary table, view, sequence or pg_temp object
+  kPinListen = 1u << 3,           // LISTEN
+  kPinPrepare = 1u << 4,          // SQL-level PREPARE
+  kPinHoldCursor = 1u << 5,       // DECLARE ... WITH HOLD
+  kPinAdvisoryLock = 1u << 6,     // a session-level advisory lock
+  kPinLoad = 1u << 7,             // LOAD of a library
+  kPinDo = 1u << 8,               // a DO block (code the proxy cannot see into)
+  kPinCharacteristics = 1u << 9,  // SET SESSION CHARACTERISTICS AS TRANSACTION
+  kPinRemoteLink = 1u << 10,      // dblink_connect(): a named connection kept by the session
+  kPinTooComplex = 1u << 11,      // a parse tree too deep to walk: assume the worst
+};
+
+// The words for the first reason in `pins` ("LISTEN", "a temporary object", ...).
+const char* PinReasonText(uint32_t pins);
+
+// A session parameter a statement sets (or resets to its default), not counting
+// SET LOCAL and set_config(..., true), which last only for the transaction.
+struct ParamTouch {
+  std::string name;    // lower case, as PostgreSQL compares them ("timezone", "search_path")
+  bool reset = false;  // RESET / SET ... TO DEFAULT rather than a value
+};
+
+// What one query string (one or more statements) does to the session.
+struct SessionEffects {
+  std::vector<ParamTouch> params;  // in the order they appear
+  bool reset_all = false;          // RESET ALL or DISCARD ALL: every parameter to its default
+  bool discard_all = false;        // DISCARD ALL
+  bool deallocate = false;         // DEALLOCATE of one named statement
+  bool deallocate_all = false;     // DEALLOCATE ALL
+  bool sequences = false;    // calls currval() / lastval(): reads the session's sequence cache
+  uint32_t pins = kPinNone;  // PinReason bits
+  bool parse_error = false;  // the parser refused it (PostgreSQL will too: it runs nothing)
+
+  bool any() const {
+    return !params.empty() || reset_all || discard_all || deallocate || deallocate_all ||
+           sequences || pins != kPinNone;
+  }
+};
+
+// Cheap and conservative: false only when `sql` cannot contain a statement
+// with any of the effects above, so that the parser runs only for the few
+// strings that might. Looks at words (anywhere, also inside literals: a false
+// alarm only costs a parse) and at the first word of each statement, which is
+// found with a lexer that knows comments, quoting and dollar quoting; it is
+// run for both values of standard_conforming_strings, so a wrong guess of that
+// setting cannot hide a statement.
+bool MayAffectSession(std::string_view sql);
+
+// Parses `sql` with libpg_query (PostgreSQL 15's grammar) and collects its
+// effects. `standard_conforming_strings` is the session's value (it changes how
+// backslashes in literals are read). Thread-safe (libpg_query keeps its state
+// per thread).
+SessionEffects AnalyzeSessionEffects(std::string_view sql, bool standard_conforming_strings = true);
+
+}  // namespace pgwarden::sql
