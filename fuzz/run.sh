@@ -36,9 +36,9 @@ if [[ $target == pgwire ]]; then
   dict=(-dict="$root/fuzz/pgwire.dict")
   per_input_timeout=5
 else
-  dirs=(common config net pg pgwire proxy)
+  dirs=(common config net pg pgwire sql proxy)
   extra=()
-  libs=(-lpq -lyaml-cpp -lssl -lcrypto -lpthread)
+  libs=(-lpq -lpg_query -lyaml-cpp -lssl -lcrypto -lpthread)
   corpus=$root/fuzz/corpus-proxy
   dict=(-dict="$root/fuzz/proxy.dict")
   per_input_timeout=30

@@ -20,6 +20,8 @@ class Fifo {
   size_t size() const { return items_.size() - head_; }
   T& front() { return items_[head_]; }
   const T& front() const { return items_[head_]; }
+  // The i-th element from the front. REQUIRES: i < size().
+  const T& operator[](size_t i) const { return items_[head_ + i]; }
   T& back() { return items_.back(); }
   const T& back() const { return items_.back(); }
 

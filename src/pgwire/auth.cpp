@@ -181,6 +181,16 @@ ScramSecret MakeScramSecret(std::string_view password, std::string salt, int ite
   return s;
 }
 
+ScramSecret MockScramSecret(std::string_view user, std::string_view process_secret) {
+  std::string mac = HmacSha256(process_secret, std::string("salt:").append(user));
+  ScramSecret s;
+  s.iterations = 4096;
+  s.salt = mac.substr(0, 16);
+  s.stored_key = HmacSha256(process_secret, std::string("stored:").append(user));
+  s.server_key = HmacSha256(process_secret, std::string("server:").append(user));
+  return s;
+}
+
 std::string FormatScramSecret(const ScramSecret& s) {
   return kScramPrefix + std::to_string(s.iterations) + ":" + Base64Encode(s.salt) + "$" +
          Base64Encode(s.stored_key) + ":" + Base64Encode(s.server_key);

@@ -28,6 +28,12 @@ std::optional<ScramSecret> ParseScramSecret(std::string_view text);
 ScramSecret MakeScramSecret(std::string_view password, std::string salt = {},
                             int iterations = 4096);
 std::string FormatScramSecret(const ScramSecret& s);
+// The secret PostgreSQL's mock authentication uses for a user who does not
+// exist (or has no SCRAM secret): the same salt for the same name every time,
+// so that salts do not tell real users from unknown ones. Here the salt is
+// HMAC-SHA-256(process_secret, user) cut to 16 bytes, 4096 iterations, and
+// keys derived the same way, which no client proof can match. No PBKDF2 runs.
+ScramSecret MockScramSecret(std::string_view user, std::string_view process_secret);
 
 // Server side of SCRAM-SHA-256 (RFC 5802/7677, no channel binding): the proxy
 // authenticating a client against a secret. One instance per exchange, owned

@@ -405,5 +405,23 @@ TEST(ScramClientTest, RejectsOutOfOrderMessages) {
   EXPECT_FALSE(client.HandleServerFinal(kRfcServerFinal).ok());
 }
 
+TEST(MockScramSecretTest, StablePerUserAndProcessSecretWithRealSaltSize) {
+  ScramSecret a = MockScramSecret("nobody", "secret-1");
+  ScramSecret b = MockScramSecret("nobody", "secret-1");
+  EXPECT_EQ(a.salt, b.salt);
+  EXPECT_EQ(a.salt.size(), 16u);
+  EXPECT_EQ(a.iterations, 4096);
+  EXPECT_NE(MockScramSecret("somebody", "secret-1").salt, a.salt);
+  EXPECT_NE(MockScramSecret("nobody", "secret-2").salt, a.salt);
+  // No proof verifies against it: a full exchange with any password fails.
+  ScramServer server(a);
+  ScramClient client = ScramClient::WithPassword("guess");
+  auto first = server.HandleClientFirst(client.ClientFirst());
+  ASSERT_TRUE(first.ok());
+  auto final_msg = client.HandleServerFirst(*first);
+  ASSERT_TRUE(final_msg.ok());
+  EXPECT_FALSE(server.HandleClientFinal(*final_msg).ok());
+}
+
 }  // namespace
 }  // namespace pgwarden::pgwire

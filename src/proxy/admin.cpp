@@ -137,7 +137,8 @@ std::string ServerPtr(uint64_t id) { return "s" + std::to_string(id); }
 // A copy of one ClientInfo, taken under its lock.
 struct ClientRow {
   uint64_t id = 0;
-  std::string user, database, application_name, addr, state;
+  std::string user, database, application_name, addr, pinned;
+  ClientState state = ClientState::kLogin;
   int port = 0;
   TimePoint connect_time, request_time;
   std::string server_key;  // ServerKey of the linked server; empty when none
@@ -155,6 +156,7 @@ std::vector<ClientRow> SnapshotClients(const Proxy& proxy) {
     r.application_name = c->application_name;
     r.addr = c->addr;
     r.state = c->state;
+    r.pinned = c->pinned;
     r.port = c->port;
     r.connect_time = c->connect_time;
     r.request_time = c->request_time;
@@ -195,8 +197,10 @@ AdminReply ShowPools(const Proxy& proxy, const Moment& now) {
   std::map<std::pair<std::string, std::string>, std::pair<int, int>> clients;  // active, waiting
   for (const auto& c : SnapshotClients(proxy)) {
     auto& n = clients[{c.database, c.user}];
-    if (c.state == "idle" || c.state == "active") ++n.first;
-    if (c.state == "waiting") ++n.second;
+    if (c.state == ClientState::kIdle || c.state == ClientState::kActive ||
+        c.state == ClientState::kPreparing)
+      ++n.first;
+    if (c.state == ClientState::kWaiting) ++n.second;
   }
   for (const Pool* p : proxy.Pools()) {
     auto c = p->counts(now.steady);
@@ -213,9 +217,10 @@ AdminReply ShowPools(const Proxy& proxy, const Moment& now) {
 
 const std::vector<std::string>& ConnectionColumns() {
   static const std::vector<std::string> kColumns = {
-      "type",         "user",       "database",     "state",        "addr", "port",
-      "local_addr",   "local_port", "connect_time", "request_time", "wait", "wait_us",
-      "close_needed", "ptr",        "link",         "remote_pid",   "tls",  "application_name"};
+      "type",       "user",       "database",         "state",        "addr",
+      "port",       "local_addr", "local_port",       "connect_time", "request_time",
+      "wait",       "wait_us",    "close_needed",     "ptr",          "link",
+      "remote_pid", "tls",        "application_name", "pinned"};
   return kColumns;
 }
 
@@ -231,15 +236,15 @@ AdminReply ShowClients(const Proxy& proxy, const Moment& now) {
   const auto& listen = cfg->listen;
   std::string local_addr = listen.host == "*" ? "0.0.0.0" : listen.host;
   for (const auto& c : SnapshotClients(proxy)) {
-    int64_t wait_us = c.state == "waiting" ? Micros(now.steady - c.request_time) : 0;
+    int64_t wait_us = c.state == ClientState::kWaiting ? Micros(now.steady - c.request_time) : 0;
     std::optional<std::string> link;
     if (auto it = servers.find(c.server_key); !c.server_key.empty() && it != servers.end())
       link = ServerPtr(it->second);
-    r.rows.push_back({"C", c.user, c.database, c.state, c.addr, Num(c.port), local_addr,
-                      Num(listen.port), FormatTime(c.connect_time, now),
+    r.rows.push_back({"C", c.user, c.database, ClientStateName(c.state), c.addr, Num(c.port),
+                      local_addr, Num(listen.port), FormatTime(c.connect_time, now),
                       FormatTime(c.request_time, now), Num(wait_us / 1000000),
                       Num(wait_us % 1000000), "0", ClientPtr(c.id), link, "0", c.tls ? "TLS" : "",
-                      c.application_name});
+                      c.application_name, c.pinned});
   }
   return r;
 }
@@ -250,7 +255,10 @@ AdminReply ShowServers(const Proxy& proxy, const Moment& now) {
   std::map<std::string, const ClientRow*> linked;  // ServerKey → client
   auto clients = SnapshotClients(proxy);
   for (const auto& c : clients) {
-    if (!c.server_key.empty() && c.state == "active") linked[c.server_key] = &c;
+    if (!c.server_key.empty() &&
+        (c.state == ClientState::kActive || c.state == ClientState::kPreparing ||
+         c.state == ClientState::kSetup || c.state == ClientState::kResetting))
+      linked[c.server_key] = &c;
   }
   auto lifetime = proxy.config()->server_lifetime;
   for (const Pool* p : proxy.Pools()) {
@@ -263,12 +271,12 @@ AdminReply ShowServers(const Proxy& proxy, const Moment& now) {
       // A server past server_lifetime is closed when it is next released.
       bool close_needed = now.steady - s.connect_time >= lifetime;
       // The local address is not recorded (only the port); wait does not apply to servers.
-      r.rows.push_back({"S", ServerUser(*p), p->database(), s.state, host, port, std::nullopt,
-                        Num(s.local_port), FormatTime(s.connect_time, now),
+      r.rows.push_back({"S", ServerUser(*p), p->database(), ServerStateName(s.state), host, port,
+                        std::nullopt, Num(s.local_port), FormatTime(s.connect_time, now),
                         FormatTime(s.last_used, now), "0", "0", close_needed ? "1" : "0",
                         ServerPtr(s.id),
                         c ? std::optional<std::string>(ClientPtr(c->id)) : std::nullopt, Num(s.pid),
-                        "", c ? c->application_name : ""});
+                        "", c ? c->application_name : "", ""});
     }
   }
   return r;
@@ -276,6 +284,7 @@ AdminReply ShowServers(const Proxy& proxy, const Moment& now) {
 
 struct DbStats {
   uint64_t xact = 0, query = 0, received = 0, sent = 0, xact_us = 0, query_us = 0, wait_us = 0;
+  uint64_t pinned_total = 0, pinned = 0;
 };
 
 // SHOW STATS, STATS_TOTALS, STATS_AVERAGES: the pools' counters summed per
@@ -298,6 +307,12 @@ AdminReply ShowStats(const Proxy& proxy, const Moment& now, bool totals, bool av
                           "avg_xact_time", "avg_query_time", "avg_wait_time"})
       r.columns.emplace_back(c);
   }
+  // Ours, after PgBouncer's columns: transaction-pooled clients that kept
+  // their server for their session (state the proxy cannot carry), ever and now.
+  if (totals) {
+    r.columns.emplace_back("total_pinned_clients");
+    r.columns.emplace_back("pinned_clients");
+  }
   std::map<std::string, DbStats> dbs;
   for (Pool* p : proxy.Pools()) {
     if (!only.empty() && p->database() != only) continue;
@@ -310,6 +325,9 @@ AdminReply ShowStats(const Proxy& proxy, const Moment& now, bool totals, bool av
     d.xact_us += st.xact_time_us.load(std::memory_order_relaxed);
     d.query_us += st.query_time_us.load(std::memory_order_relaxed);
     d.wait_us += st.wait_time_us.load(std::memory_order_relaxed);
+    d.pinned_total += st.pinned_total.load(std::memory_order_relaxed);
+    d.pinned +=
+        static_cast<uint64_t>(std::max<int64_t>(0, st.pinned.load(std::memory_order_relaxed)));
   }
   uint64_t uptime_s = static_cast<uint64_t>(std::max<int64_t>(
       1,
@@ -329,6 +347,10 @@ AdminReply ShowStats(const Proxy& proxy, const Moment& now, bool totals, bool av
       row.push_back(per(d.xact_us, d.xact));
       row.push_back(per(d.query_us, d.query));
       row.push_back(per(d.wait_us, d.xact));
+    }
+    if (totals) {
+      row.push_back(std::to_string(d.pinned_total));
+      row.push_back(std::to_string(d.pinned));
     }
     r.rows.push_back(std::move(row));
   }
@@ -402,7 +424,7 @@ AdminReply ShowLists(const Proxy& proxy, const Moment& now) {
   int login = 0, servers = 0;
   for (const auto& c : clients) {
     if (!c.user.empty()) users.insert(c.user);
-    if (c.state == "login") ++login;
+    if (c.state == ClientState::kLogin || c.state == ClientState::kSetup) ++login;
   }
   for (const Pool* p : pools) {
     users.insert(p->user());

@@ -93,7 +93,7 @@ class AdminTest : public ::testing::Test {
 
   // Registers a client of (database, user) in `state`.
   std::shared_ptr<ClientInfo> AddClient(const std::string& database, const std::string& user,
-                                        const std::string& state) {
+                                        ClientState state) {
     auto c = proxy_.RegisterClient();
     std::lock_guard lock(c->mu);
     c->database = database;
@@ -122,11 +122,11 @@ class AdminTest : public ::testing::Test {
 TEST_F(AdminTest, ShowPoolsColumnsAndClientCounts) {
   proxy_.FindOrCreatePool("app", "alice");
   proxy_.FindOrCreatePool("other", "bob");
-  AddClient("app", "alice", "idle");
-  AddClient("app", "alice", "active");
-  AddClient("app", "alice", "waiting");
-  AddClient("app", "alice", "login");
-  AddClient("other", "bob", "waiting");
+  AddClient("app", "alice", ClientState::kIdle);
+  AddClient("app", "alice", ClientState::kActive);
+  AddClient("app", "alice", ClientState::kWaiting);
+  AddClient("app", "alice", ClientState::kLogin);
+  AddClient("other", "bob", ClientState::kWaiting);
   AdminReply r = Run("SHOW POOLS");
   EXPECT_EQ(r.tag, "SHOW");
   EXPECT_THAT(r.columns,
@@ -145,16 +145,16 @@ TEST_F(AdminTest, ShowPoolsColumnsAndClientCounts) {
 }
 
 TEST_F(AdminTest, ShowClientsColumnsAndTimes) {
-  auto c = AddClient("app", "alice", "idle");
+  auto c = AddClient("app", "alice", ClientState::kIdle);
   {
     std::lock_guard lock(c->mu);
     c->application_name = "psql";
   }
   AdminReply r = Run("show clients");
-  EXPECT_THAT(r.columns,
-              ElementsAre("type", "user", "database", "state", "addr", "port", "local_addr",
-                          "local_port", "connect_time", "request_time", "wait", "wait_us",
-                          "close_needed", "ptr", "link", "remote_pid", "tls", "application_name"));
+  EXPECT_THAT(r.columns, ElementsAre("type", "user", "database", "state", "addr", "port",
+                                     "local_addr", "local_port", "connect_time", "request_time",
+                                     "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid",
+                                     "tls", "application_name", "pinned"));
   ASSERT_EQ(r.rows.size(), 1u);
   EXPECT_EQ(r.rows[0].size(), r.columns.size());
   EXPECT_THAT(Column(r, "type"), ElementsAre("C"));
@@ -163,6 +163,12 @@ TEST_F(AdminTest, ShowClientsColumnsAndTimes) {
   EXPECT_THAT(Column(r, "local_port"), ElementsAre("6432"));
   EXPECT_THAT(Column(r, "link"), ElementsAre("NULL"));
   EXPECT_THAT(Column(r, "application_name"), ElementsAre("psql"));
+  EXPECT_THAT(Column(r, "pinned"), ElementsAre(""));
+  {
+    std::lock_guard lock(c->mu);
+    c->pinned = "LISTEN";
+  }
+  EXPECT_THAT(Column(Run("show clients"), "pinned"), ElementsAre("LISTEN"));
   std::regex time_re(R"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC)");
   std::string connect = Column(r, "connect_time")[0];
   EXPECT_TRUE(std::regex_match(connect, time_re)) << connect;
@@ -194,12 +200,17 @@ TEST_F(AdminTest, ShowStatsSumsPoolsPerDatabase) {
   a->stats().bytes_received += 1000;
   b->stats().bytes_sent += 50;
   b->stats().wait_time_us += 20;
+  a->stats().pinned_total += 3;
+  a->stats().pinned += 1;
   AdminReply r = Run("SHOW STATS");
-  EXPECT_THAT(r.columns,
-              ElementsAre("database", "total_xact_count", "total_query_count", "total_received",
-                          "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
-                          "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent",
-                          "avg_xact_time", "avg_query_time", "avg_wait_time"));
+  EXPECT_THAT(
+      r.columns,
+      ElementsAre("database", "total_xact_count", "total_query_count", "total_received",
+                  "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
+                  "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time",
+                  "avg_query_time", "avg_wait_time", "total_pinned_clients", "pinned_clients"));
+  EXPECT_THAT(Column(r, "total_pinned_clients"), ElementsAre("3", "0"));
+  EXPECT_THAT(Column(r, "pinned_clients"), ElementsAre("1", "0"));
   ASSERT_EQ(r.rows.size(), 2u);
   EXPECT_THAT(Column(r, "database"), ElementsAre("app", "other"));
   EXPECT_THAT(Column(r, "total_xact_count"), ElementsAre("4", "0"));
@@ -215,7 +226,8 @@ TEST_F(AdminTest, ShowStatsSumsPoolsPerDatabase) {
   AdminReply totals = Run("SHOW STATS_TOTALS");
   EXPECT_THAT(totals.columns,
               ElementsAre("database", "total_xact_count", "total_query_count", "total_received",
-                          "total_sent", "total_xact_time", "total_query_time", "total_wait_time"));
+                          "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
+                          "total_pinned_clients", "pinned_clients"));
   AdminReply avgs = Run("SHOW STATS_AVERAGES");
   EXPECT_THAT(avgs.columns,
               ElementsAre("database", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent",
@@ -247,8 +259,8 @@ TEST_F(AdminTest, ShowDatabasesListsEntriesAndWildcardDatabasesInUse) {
 
 TEST_F(AdminTest, ShowListsRows) {
   proxy_.FindOrCreatePool("app", "alice");
-  AddClient("app", "alice", "idle");
-  AddClient("", "", "login");
+  AddClient("app", "alice", ClientState::kIdle);
+  AddClient("", "", ClientState::kLogin);
   AdminReply r = Run("SHOW LISTS");
   EXPECT_THAT(r.columns, ElementsAre("list", "items"));
   EXPECT_THAT(Column(r, "list"),

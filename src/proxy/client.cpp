@@ -1,10 +1,10 @@
-// Client sessions: startup, authentication, and message forwarding with transaction pooling.
+// Client sessions: I/O, the state machine, and lending servers without carrying state between
+// clients.
 #include "proxy/client.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/rand.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,50 +13,12 @@
 #include <cstring>
 
 #include "common/log.h"
-#include "proxy/admin.h"
 
 namespace pgwarden::proxy {
 namespace {
 
 constexpr const char* kLog = "client";
-// Parameters a client sets at startup that we keep and re-apply on every
-// server it gets (the reportable ones are also tracked when it SETs them).
-bool IsSessionParameter(const std::string& name) {
-  return name != "user" && name != "database" && name != "replication" && name != "options" &&
-         name.rfind("_pq_.", 0) != 0;
-}
-
-std::string QuoteLiteral(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
-std::string QuoteIdent(std::string_view v) {
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-// A stable proxy-wide name for a statement: FNV-1a 64 over the Parse body
-// after the name (query text and parameter types).
-std::string StatementName(std::string_view tail) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : tail) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "pgw_%016llx_%zx", static_cast<unsigned long long>(h),
-                tail.size());
-  return buf;
-}
+constexpr uint32_t kMaxServerMessage = 1u << 30;
 
 bool ValidFrontendType(char t) {
   switch (t) {
@@ -70,7 +32,6 @@ bool ValidFrontendType(char t) {
     case 'F':
     case 'H':
     case 'P':
-    case 'p':
     case 'Q':
     case 'S':
     case 'X':
@@ -84,24 +45,45 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
+bool IsFatal(const std::map<char, std::string>& f) {
+  auto it = f.find('V');  // not localized (PostgreSQL 9.6+)
+  if (it == f.end()) it = f.find('S');
+  return it != f.end() && (it->second == "FATAL" || it->second == "PANIC");
+}
+
+uint64_t Bit(int id) { return uint64_t{1} << id; }
+
+const char* ProxyQueryName(ProxyQueryKind k) {
+  switch (k) {
+    case ProxyQueryKind::kCheck:
+      return "server_check_query";
+    case ProxyQueryKind::kParams:
+      return "setting of session parameters";
+    case ProxyQueryKind::kReadback:
+      return "reading of session parameters";
+    case ProxyQueryKind::kReset:
+      return "server_reset_query";
+    case ProxyQueryKind::kDiscardSequences:
+      return "DISCARD SEQUENCES";
+  }
+  return "query";
+}
+
 }  // namespace
 
 const char* ClientStateName(ClientState s) {
   switch (s) {
-    case ClientState::kStartup:
-      return "login";
-    case ClientState::kLookup:
-      return "login";
-    case ClientState::kAuth:
-      return "login";
-    case ClientState::kWelcome:
+    case ClientState::kLogin:
+    case ClientState::kSetup:
       return "login";
     case ClientState::kIdle:
       return "idle";
     case ClientState::kWaiting:
       return "waiting";
+    case ClientState::kPreparing:
     case ClientState::kActive:
       return "active";
+    case ClientState::kResetting:
     case ClientState::kClosing:
       return "closing";
     case ClientState::kClosed:
@@ -111,38 +93,48 @@ const char* ClientStateName(ClientState s) {
 }
 
 ClientSession::ClientSession(Worker& worker, int fd)
-    : worker_(&worker), proxy_(worker.proxy()), fd_(fd) {}
+    : worker_(&worker),
+      proxy_(worker.proxy()),
+      fd_(fd),
+      queue_(*this, worker.proxy().statements()),
+      client_cursor_(worker.config().max_packet_size),
+      server_cursor_(kMaxServerMessage) {}
 
 ClientSession::~ClientSession() {
   if (fd_ >= 0) ::close(fd_);
   if (info_) proxy_.UnregisterClient(info_->id);
+  if (pins_ != 0 && pool_) pool_->stats().pinned.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void ClientSession::Start() {
   info_ = proxy_.RegisterClient();
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
+  ClientAddress address;
   char host[INET6_ADDRSTRLEN] = "";
-  int port = 0;
   if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     if (ss.ss_family == AF_INET) {
       auto* a = reinterpret_cast<sockaddr_in*>(&ss);
       ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-      port = ntohs(a->sin_port);
+      address.port = ntohs(a->sin_port);
+      address.is_ipv4 = true;
+      address.ipv4 = a->sin_addr.s_addr;
     } else if (ss.ss_family == AF_INET6) {
       auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
       ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-      port = ntohs(a->sin6_port);
+      address.port = ntohs(a->sin6_port);
     }
   }
+  address.host = host;
   {
     std::lock_guard lock(info_->mu);
-    info_->addr = host;
-    info_->port = port;
-    info_->state = "login";
+    info_->addr = address.host;
+    info_->port = address.port;
+    info_->state = ClientState::kLogin;
     info_->connect_time = std::chrono::steady_clock::now();
     info_->request_time = info_->connect_time;
   }
+  login_ = std::make_unique<ClientLogin>(proxy_, worker_->config(), std::move(address), false);
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (Status st = worker_->loop().Add(fd_, this); !st.ok()) {
@@ -159,7 +151,7 @@ void ClientSession::Start() {
   login_timer_ =
       worker_->loop().After(worker_->config().client_login_timeout, [w = weak_from_this()] {
         auto self = w.lock();
-        if (!self || self->state_ >= ClientState::kIdle) return;
+        if (!self || self->state_ != ClientState::kLogin) return;
         self->login_timer_ = {};
         self->FailFatal("08P01", "authentication timeout: the client did not log in in time");
         self->Pump();
@@ -169,12 +161,11 @@ void ClientSession::Start() {
 void ClientSession::SetState(ClientState s) {
   if (state_ == s) return;
   state_ = s;
-  if (s >= ClientState::kIdle) worker_->loop().Cancel(login_timer_);
+  if (s != ClientState::kLogin) worker_->loop().Cancel(login_timer_);
   std::lock_guard lock(info_->mu);
-  info_->state = ClientStateName(s);
-  if (s == ClientState::kWaiting || s == ClientState::kActive) {
+  info_->state = s;
+  if (s == ClientState::kWaiting || s == ClientState::kActive)
     info_->request_time = std::chrono::steady_clock::now();
-  }
 }
 
 // ---------------------------------------------------------------- I/O
@@ -198,16 +189,20 @@ void ClientSession::OnServerIo(uint32_t events) {
 bool ClientSession::ClientMayRead() const {
   // Read on only while what we read can be passed on.
   switch (state_) {
-    case ClientState::kWaiting:
-    case ClientState::kLookup:
-    case ClientState::kWelcome:
-    case ClientState::kClosing:
-    case ClientState::kClosed:
-      return false;
-    default:
+    case ClientState::kLogin:
+      if (login_ == nullptr) return false;
       break;
+    case ClientState::kIdle:
+    case ClientState::kActive:
+      break;
+    default:  // waiting for a server or for our own queries, or leaving
+      return false;
   }
-  return !client_eof_ && !client_done_ && !admin_wait_ && !checking_ && !ServerOutputPending() &&
+  if (admin_ && admin_->pausing()) return false;
+  // What the last transaction's SET / RESET left is being read back: the
+  // client's next statement waits for its parameters to be settled.
+  if (server_ && queue_.Awaiting(ProxyQueryKind::kReadback)) return false;
+  return !client_eof_ && !client_done_ && !ServerOutputPending() &&
          !(ClientOutputPending() && !server_);
 }
 
@@ -238,7 +233,8 @@ void ClientSession::Pump() {
     }
     // After the answers to its last requests; once every Sync and Query has
     // been answered nothing more will come from the server either.
-    if (client_done_ && state_ != ClientState::kClosing && (!server_ || syncs_ == 0)) {
+    if (client_done_ && state_ != ClientState::kClosing && state_ != ClientState::kResetting &&
+        (!server_ || queue_.syncs() == 0)) {
       Close("client closed the connection");
       continue;
     }
@@ -260,9 +256,9 @@ void ClientSession::Pump() {
 }
 
 bool ClientSession::Movable() const {
-  return state_ == ClientState::kIdle && !server_ && !pumping_ && !pump_posted_ && !admin_wait_ &&
-         in_.empty() && c_partial_.empty() && !ClientOutputPending() && !ServerOutputPending() &&
-         fd_ >= 0;
+  return state_ == ClientState::kIdle && !server_ && !pumping_ && !pump_posted_ &&
+         !(admin_ && admin_->pausing()) && in_.empty() && !ClientOutputPending() &&
+         !ServerOutputPending() && fd_ >= 0;
 }
 
 void ClientSession::MoveTo(Worker& to) {
@@ -308,9 +304,8 @@ bool ClientSession::ReadClient() {
     // answers, as from PostgreSQL itself (the client may have closed only its
     // sending side); then the session closes (Pump). A message cut off by
     // the close, or requests after the last Sync (the server would wait for
-    // more), end it at once.
-    if (server_ && !pending_.empty() && c_skip_ == 0 && c_partial_.empty() &&
-        (pending_.back() == Pending::kSync || pending_.back() == Pending::kQuery))
+    // more), end it at once. Before its startup packet it just goes.
+    if (server_ && queue_.EndsWithSync() && !client_cursor_.InMessage() && !queue_.batch_open())
       return true;
     client_eof_ = true;
     Close("client closed the connection");
@@ -335,35 +330,46 @@ bool ClientSession::ReadClient() {
     }
     data = plain;
   }
-  if (state_ < ClientState::kIdle) {
-    if (state_ == ClientState::kStartup)
-      HandleStartupBytes(data);
-    else {
-      in_.append(data);
-      if (state_ == ClientState::kAuth) HandleStartupBytes({});
-    }
-  } else {
+  if (state_ == ClientState::kLogin)
+    HandleLoginBytes(data);
+  else if (admin_)
+    HandleAdminBytes(data);
+  else
     HandleClientData(data);
-  }
   return true;
 }
 
-void ClientSession::ServerLost(const char* what) {
-  LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << ": " << what);
-  if (checking_ && state_ != ClientState::kClosing) {
-    // Lost during server_check_query: the client's request has not been
-    // sent; it goes to another server.
-    ReleaseServer(true);
-    RequestServer();
-    return;
-  }
-  bool mid_request = !pending_.empty();
+void ClientSession::ServerLost(const std::string& what) {
+  if (!server_fatal_)
+    LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << ": " << what);
+  const bool mid_request = !queue_.empty();
+  const bool was_pinned = pinned();
+  const ClientState was = state_;
   ReleaseServer(true);
-  if (state_ == ClientState::kClosing) return;  // Pump finishes the close
-  if (mid_request) {
-    pgwire::AppendErrorResponse(
-        out_, "FATAL", "08006",
-        std::string("server connection lost while running the request (") + what + ")");
+  switch (was) {
+    case ClientState::kResetting:
+      return;  // Pump finishes the close
+    case ClientState::kPreparing:
+    case ClientState::kSetup:
+      // Lost while our own queries ran: nothing of the client's was sent. It
+      // gets another server.
+      if (was == ClientState::kPreparing) SetState(ClientState::kWaiting);
+      RequestServer();
+      return;
+    default:
+      break;
+  }
+  if (state_ == ClientState::kClosing || state_ == ClientState::kClosed) return;
+  // The backend that held the client's session or its transaction is gone:
+  // the client is told once (the server's own FATAL, forwarded, is enough)
+  // and closed, as a direct connection would be. Between transactions in
+  // transaction pooling the loss is the pool's business, not the client's.
+  if (mid_request || was_pinned || server_fatal_) {
+    if (!server_fatal_)
+      pgwire::AppendErrorResponse(
+          out_, "FATAL", "08006",
+          "server connection lost" +
+              (mid_request ? " while running the request (" + what + ")" : " (" + what + ")"));
     Close("server connection lost");
   }
 }
@@ -391,28 +397,15 @@ bool ClientSession::ReadServer() {
   if (server_->tls) {
     Status st = server_->tls->Feed(data, &plain, &srv_raw_);
     if (!st.ok() || server_->tls->closed()) {
-      LOG_WARN(kLog, "server connection " << server_->id << ": TLS "
-                                          << (st.ok() ? "closed" : st.message()));
-      ReleaseServer(true);
-      pgwire::AppendErrorResponse(out_, "FATAL", "08006", "server connection lost (TLS)");
-      Close("server TLS error");
+      ServerLost(std::string("TLS ") + (st.ok() ? "closed" : st.message()));
       return true;
     }
     data = plain;
   }
   ProcessServerBytes(data);
-  if (state_ == ClientState::kClosed) return true;
-  if (checking_ && server_ && pending_.empty() && syncs_ == 0) FinishCheck();
-  if (release_ready_) {
-    release_ready_ = false;
-    ReleaseServer(false);
-  }
+  if (server_ && ShouldRelease()) ReleaseServer(false);
   return true;
 }
-
-bool ClientSession::ClientOutputPending() const { return !out_.empty() || !client_raw_.empty(); }
-
-bool ClientSession::ServerOutputPending() const { return !srv_out_.empty() || !srv_raw_.empty(); }
 
 bool ClientSession::FlushClient() {
   if (state_ == ClientState::kClosed) return false;
@@ -467,7 +460,7 @@ bool ClientSession::FlushServer() {
       return false;
     }
     if (errno == EINTR) return true;
-    ServerLost(std::strerror(errno));  // during server_check_query: another server
+    ServerLost(std::strerror(errno));
     return true;
   }
   if (static_cast<size_t>(n) < wire.size()) {
@@ -481,21 +474,36 @@ bool ClientSession::FlushServer() {
 }
 
 void ClientSession::Close(const char* why) {
-  if (state_ == ClientState::kClosed || state_ == ClientState::kClosing) return;
+  if (state_ == ClientState::kClosed || state_ == ClientState::kClosing ||
+      state_ == ClientState::kResetting)
+    return;
   LOG_DEBUG(kLog, "closing client " << info_->id << ": " << why);
-  if (state_ == ClientState::kWaiting && pool_) pool_->CancelWait(info_->id);
+  if (state_ == ClientState::kWaiting || state_ == ClientState::kSetup) {
+    if (pool_) pool_->CancelWait(info_->id);
+  }
   if (server_) {
-    if (ServerIdleAndClean() && pool_ && pool_->mode() == PoolMode::kSession && !admin_ &&
-        !worker_->config().server_reset_query.empty()) {
-      // Session pooling: reset the server before the next client gets it;
-      // the server is given back when the reset's ReadyForQuery arrives.
-      SetState(ClientState::kClosing);
-      pgwire::AppendQuery(srv_out_, worker_->config().server_reset_query);
-      pending_.push_back(Pending::kSwallowQuery);
-      ++syncs_;
-      return;
+    const bool clean = ServerIdleAndClean() && state_ == ClientState::kActive;
+    if (clean && pinned() && !admin_) {
+      // It held the server for its session: reset it before anyone else
+      // gets it (it goes back when the reset answers, or is closed if the
+      // reset fails). Without a reset query it is closed.
+      const std::string& reset = worker_->config().server_reset_query;
+      if (!reset.empty()) {
+        SetState(ClientState::kResetting);
+        queue_.AddProxyQuery({ProxyQueryKind::kReset, {}, false}, reset, &srv_out_);
+        if (!proxy_.params().readback_query().empty())
+          queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
+                               proxy_.params().readback_query(), &srv_out_);
+        if (client_eof_) {
+          out_.clear();
+          client_raw_.clear();
+        }
+        return;
+      }
+      ReleaseServer(true);
+    } else {
+      ReleaseServer(!clean);
     }
-    ReleaseServer(!ServerIdleAndClean());
   }
   // Pump() finishes the close once the output has gone out.
   SetState(ClientState::kClosing);
@@ -507,7 +515,7 @@ void ClientSession::Close(const char* why) {
 
 void ClientSession::FinishClose() {
   if (state_ == ClientState::kClosed) return;
-  if (server_) ReleaseServer(!ServerIdleAndClean());
+  if (server_) ReleaseServer(true);
   SetState(ClientState::kClosed);
   worker_->loop().Cancel(login_timer_);
   worker_->loop().Cancel(message_timer_);
@@ -524,270 +532,179 @@ void ClientSession::FailFatal(std::string_view sqlstate, std::string_view messag
   Close(std::string(message).c_str());
 }
 
-// ---------------------------------------------------------------- startup & auth
+// ---------------------------------------------------------------- login
 
-void ClientSession::HandleStartupBytes(std::string_view data) {
-  if (!data.empty()) in_.append(data);
-  const uint32_t max = std::min<uint32_t>(worker_->config().max_packet_size, 10000);
-  while (!in_.empty() && state_ != ClientState::kClosed && state_ != ClientState::kClosing) {
-    if (state_ == ClientState::kStartup) {
-      pgwire::StartupPacket p;
-      size_t used = 0;
-      std::string error;
-      auto st = pgwire::DecodeStartupPacket(in_, max, &p, &used, &error);
-      if (st == pgwire::DecodeStatus::kNeedMoreData) return;
-      if (st == pgwire::DecodeStatus::kError) {
-        FailFatal("08P01", "invalid startup packet: " + error);
-        return;
-      }
-      in_.erase(0, used);
-      HandleStartupPacket(p);
-    } else if (state_ == ClientState::kAuth) {
-      pgwire::Header h;
-      auto st = pgwire::DecodeHeader(in_, max, &h);
-      if (st == pgwire::DecodeStatus::kNeedMoreData ||
-          (st == pgwire::DecodeStatus::kReady && in_.size() < h.wire_size()))
-        return;
-      if (st == pgwire::DecodeStatus::kError || h.type != 'p') {
-        FailFatal("08P01", "invalid authentication message");
-        return;
-      }
-      std::string body = in_.substr(5, h.body_size());
-      in_.erase(0, h.wire_size());
-      HandleAuthMessage(h.type, body);
-    } else {
-      return;  // later states take the bytes through HandleClientData
-    }
-  }
-  if (in_.empty()) in_.shrink_to_fit();
+void ClientSession::HandleLoginBytes(std::string_view data) {
+  OnLoginStep(login_->OnBytes(data, &out_));
 }
 
-void ClientSession::HandleStartupPacket(const pgwire::StartupPacket& p) {
-  using Kind = pgwire::StartupPacket::Kind;
-  if (p.kind == Kind::kSslRequest && proxy_.client_tls() && !tls_) {
-    out_.push_back('S');
-    FlushClient();
-    if (ClientOutputPending()) {
-      Close("cannot answer SSLRequest");
+void ClientSession::OnLoginStep(ClientLogin::Next next) {
+  using Next = ClientLogin::Next;
+  switch (next) {
+    case Next::kMore:
+      return;
+    case Next::kSslRequest:
+      StartTls();
+      return;
+    case Next::kGssRequest:
+      // GSSAPI encryption is never offered.
+      out_.push_back('N');
+      FlushClient();
+      OnLoginStep(login_->OnBytes({}, &out_));
+      return;
+    case Next::kCancel:
+      proxy_.Cancel(login_->cancel_pid(), login_->cancel_key());
+      client_eof_ = true;
+      Close("cancel request");
+      return;
+    case Next::kLookup: {
+      // The lookup may block (auth_query): it runs off this thread and the
+      // answer comes back here. Client bytes wait in the login meanwhile.
+      {
+        std::lock_guard lock(info_->mu);
+        info_->user = login_->user();
+        info_->database = login_->database();
+      }
+      proxy_.LookupUser(login_->database(), login_->user(),
+                        [self = shared_from_this()](Result<pgwire::UserCredential> r) {
+                          self->worker_->loop().Post([self, r = std::move(r)]() mutable {
+                            self->OnCredential(std::move(r));
+                            self->Pump();
+                          });
+                        });
       return;
     }
-    tls_ = std::make_unique<TlsStream>(*proxy_.client_tls(), /*server=*/true);
-    {
-      std::lock_guard lock(info_->mu);
-      info_->tls = true;
-    }
-    // A ClientHello sent right behind the request is TLS already.
-    std::string raw = std::move(in_), plain;
-    in_.clear();
-    if (!raw.empty() && !tls_->Feed(raw, &plain, &client_raw_).ok()) {
-      Close("client TLS error");
+    case Next::kDone:
+      LoggedIn();
       return;
-    }
-    in_ = std::move(plain);
-    return;
+    case Next::kFail:
+      Close("login refused");
+      return;
+    case Next::kSilentClose:
+      client_eof_ = true;
+      Close("closed before its startup packet");
+      return;
   }
-  if (p.kind == Kind::kSslRequest || p.kind == Kind::kGssEncRequest) {
-    // No TLS configured for clients (or asked twice); GSSAPI encryption never.
+}
+
+void ClientSession::StartTls() {
+  if (proxy_.client_tls() == nullptr || tls_) {
+    // No TLS configured for clients (or asked twice).
     out_.push_back('N');
     FlushClient();
+    OnLoginStep(login_->OnBytes({}, &out_));
     return;
   }
-  if (p.kind == Kind::kCancel) {
-    proxy_.Cancel(p.cancel_pid, p.cancel_key);
-    client_eof_ = true;
-    Close("cancel request");
+  out_.push_back('S');
+  FlushClient();
+  if (ClientOutputPending()) {
+    Close("cannot answer SSLRequest");
     return;
   }
-  if (!tls_ && worker_->config().client_tls.sslmode == "require") {
-    FailFatal("28000", "the proxy requires TLS (proxy.client_tls.sslmode: require)");
+  tls_ = std::make_unique<TlsStream>(*proxy_.client_tls(), /*server=*/true);
+  login_->SetTls();
+  {
+    std::lock_guard lock(info_->mu);
+    info_->tls = true;
+  }
+  // A ClientHello sent right behind the request is TLS already.
+  std::string raw = login_->TakeRest(), plain;
+  if (!raw.empty() && !tls_->Feed(raw, &plain, &client_raw_).ok()) {
+    Close("client TLS error");
     return;
   }
-  user_ = p.Get("user").value_or("");
-  database_ = p.Get("database").value_or(user_);
-  if (p.Get("replication")) {
-    FailFatal("08P01", "replication connections are not supported through the proxy");
-    return;
-  }
-  for (const auto& [k, v] : p.parameters) {
-    if (IsSessionParameter(k)) params_.emplace_back(k, v);
-  }
+  if (!plain.empty()) OnLoginStep(login_->OnBytes(plain, &out_));
+}
+
+void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
+  if (state_ != ClientState::kLogin || !login_) return;
+  OnLoginStep(login_->OnCredential(std::move(cred), &out_));
+}
+
+void ClientSession::LoggedIn() {
+  user_ = login_->user();
+  database_ = login_->database();
+  std::string rest = login_->TakeRest();
   {
     std::lock_guard lock(info_->mu);
     info_->user = user_;
     info_->database = database_;
-    for (const auto& [k, v] : params_) {
-      if (k == "application_name") info_->application_name = v;
-    }
   }
-  if (database_ == "pgwarden") {
-    admin_ = true;
-    if (!proxy_.IsAdmin(user_) && !proxy_.IsStatsUser(user_)) {
-      FailFatal("28000", "user \"" + user_ + "\" is not allowed to use the admin console");
-      return;
+  if (login_->admin()) {
+    admin_ = std::make_unique<AdminSession>(proxy_, login_->may_modify());
+    login_.reset();
+    for (const auto& [k, v] : std::map<std::string, std::string>{
+             {"server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")"},
+             {"server_encoding", "UTF8"},
+             {"client_encoding", "UTF8"},
+             {"DateStyle", "ISO, MDY"},
+             {"integer_datetimes", "on"},
+             {"standard_conforming_strings", "on"}})
+      pgwire::AppendParameterStatus(out_, k, v);
+    int32_t pid = 0, key = 0;
+    {
+      std::lock_guard lock(info_->mu);
+      pid = info_->cancel_pid;
+      key = info_->cancel_key;
     }
-  } else {
-    pool_ = proxy_.FindOrCreatePool(database_, user_);
-    if (pool_ == nullptr) {
-      FailFatal("3D000",
-                "database \"" + database_ + "\" does not exist in the proxy configuration");
-      return;
-    }
-  }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  bool is_v4 =
-      ::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family == AF_INET;
-  uint32_t ipv4 = is_v4 ? reinterpret_cast<sockaddr_in*>(&ss)->sin_addr.s_addr : 0;
-  method_ = proxy_.MethodFor(database_, user_, ipv4, is_v4);
-  if (method_ == AuthMethod::kReject) {
-    FailFatal("28000",
-              "no hba rule allows user \"" + user_ + "\" to database \"" + database_ + "\"");
+    pgwire::AppendBackendKeyData(out_, pid, key);
+    pgwire::AppendReadyForQuery(out_, 'I');
+    SetState(ClientState::kIdle);
+    if (!rest.empty()) HandleAdminBytes(rest);
     return;
   }
-  SetState(ClientState::kLookup);
-  proxy_.LookupUser(database_, user_,
-                    [self = shared_from_this()](Result<pgwire::UserCredential> r) {
-                      self->worker_->loop().Post([self, r = std::move(r)]() mutable {
-                        self->OnCredential(std::move(r));
-                        self->Pump();
-                      });
-                    });
+  pool_ = login_->pool();
+  asked_ = login_->parameters();
+  login_.reset();
+  in_ = std::move(rest);  // sent ahead of the welcome: handled after it
+  if (TakeStartupParameters()) {
+    // The server checks and spells them (or tells the pool its parameters).
+    SetState(ClientState::kSetup);
+    RequestServer();
+    return;
+  }
+  SendWelcome();
 }
 
-void ClientSession::OnCredential(Result<pgwire::UserCredential> cred) {
-  if (state_ != ClientState::kLookup) return;
-  if (cred.ok())
-    credential_ = *cred;
-  else if (cred.status().code() != ErrorCode::kNotFound) {
-    LOG_WARN(kLog, "credential lookup for " << user_ << ": " << cred.status().message());
+bool ClientSession::TakeStartupParameters() {
+  defaults_ = pool_->defaults();
+  if (!defaults_) return true;  // the pool's first client: a server tells us the defaults
+  const ParamCatalog& catalog = proxy_.params();
+  bool need_server = false;
+  for (const auto& [id, value] : asked_) {
+    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
+    if (value == def) continue;
+    // application_name needs no check (any text is valid once cleaned); the
+    // others are spelled and checked by the server.
+    if (id == catalog.application_name_id())
+      params_.Assign(id, value, def);
+    else
+      need_server = true;
   }
-  BeginAuth();
-  if (state_ == ClientState::kAuth && !in_.empty()) HandleStartupBytes({});
+  if (need_server) return true;
+  asked_.clear();
+  startup_ = params_;
+  return false;
 }
 
-void ClientSession::BeginAuth() {
-  SetState(ClientState::kAuth);
-  if (method_ == AuthMethod::kTrust) {
-    AuthSucceeded();
-    return;
-  }
-  using Kind = pgwire::UserCredential::Kind;
-  bool md5_possible = credential_ && credential_->kind != Kind::kScram;
-  if (method_ == AuthMethod::kMd5 && md5_possible) {
-    RAND_bytes(md5_salt_, 4);
-    pgwire::AppendAuthenticationMd5(out_, md5_salt_);
-    auth_step_ = 10;
-    return;
-  }
-  // SCRAM: against the stored secret, a secret made from a plain password, or
-  // (unknown user, md5 hash only) a random one so that the exchange fails the
-  // same way PostgreSQL's mock authentication does.
-  pgwire::ScramSecret secret;
-  std::optional<pgwire::ScramSecret> parsed;
-  if (credential_ && credential_->kind == Kind::kScram)
-    parsed = pgwire::ParseScramSecret(credential_->value);
-  if (parsed)
-    secret = *parsed;
-  else if (credential_ && credential_->kind == Kind::kPlain)
-    secret = pgwire::MakeScramSecret(credential_->value);
-  else
-    secret = pgwire::MakeScramSecret(std::to_string(info_->id) + "-no-such-user");
-  scram_server_key_ = secret.server_key;
-  scram_ = std::make_unique<pgwire::ScramServer>(secret);
-  pgwire::AppendAuthenticationSasl(out_);
-  auth_step_ = 1;
-}
-
-void ClientSession::HandleAuthMessage(char type, std::string_view body) {
-  auto fail = [&] {
-    FailFatal("28P01", "password authentication failed for user \"" + user_ + "\"");
-  };
-  if (auth_step_ == 10) {  // md5 response
-    std::string given(body.substr(0, body.find('\0')));
-    std::string stored = credential_->kind == pgwire::UserCredential::Kind::kMd5
-                             ? credential_->value
-                             : pgwire::Md5PasswordHash(credential_->value, user_);
-    if (!pgwire::SecureEquals(given, pgwire::Md5SaltedResponse(stored, md5_salt_))) return fail();
-    AuthSucceeded();
-    return;
-  }
-  if (auth_step_ == 1) {  // SASLInitialResponse: mechanism, int32 length, data
-    size_t pos = 0;
-    std::string_view mech;
-    int32_t len = 0;
-    if (!pgwire::ReadCString(body, &pos, &mech) || !pgwire::ReadInt32(body, &pos, &len) ||
-        mech != "SCRAM-SHA-256" || len < 0 || pos + static_cast<size_t>(len) > body.size()) {
-      FailFatal("08P01", "invalid SASL initial response (only SCRAM-SHA-256 is supported)");
-      return;
+void ClientSession::SendWelcome() {
+  // What the pool's first login reported, with the client's own values.
+  auto server_params = pool_->server_params();
+  const ParamCatalog& catalog = proxy_.params();
+  if (server_params) {
+    for (const auto& [k, v] : *server_params) {
+      int id = catalog.Find(k);
+      if (id >= 0 && !catalog.reported(id)) continue;  // read by us, never reported
+      const std::string* mine = id >= 0 ? params_.Find(id) : nullptr;
+      pgwire::AppendParameterStatus(out_, k, mine ? *mine : v);
     }
-    auto r = scram_->HandleClientFirst(body.substr(pos, static_cast<size_t>(len)));
-    if (!r.ok()) {
-      FailFatal("08P01", "SCRAM: " + r.status().message());
-      return;
-    }
-    pgwire::AppendAuthenticationSaslContinue(out_, *r);
-    auth_step_ = 2;
-    return;
   }
-  if (auth_step_ == 2) {
-    auto r = scram_->HandleClientFinal(body);
-    if (!r.ok()) return fail();
-    pgwire::AppendAuthenticationSaslFinal(out_, *r);
-    AuthSucceeded();
-    return;
+  if (const std::string* app = params_.Find(catalog.application_name_id())) {
+    std::lock_guard lock(info_->mu);
+    info_->application_name = *app;
   }
-  FailFatal("08P01", "unexpected authentication message");
-}
-
-void ClientSession::AuthSucceeded() {
-  // The pool learns how to log in to the server as this user.
-  if (pool_ && !pool_->has_credentials()) {
-    const DatabaseConfig& db = pool_->db();
-    ServerTarget t;
-    t.host = db.host;
-    t.port = db.port;
-    t.database = db.dbname.empty() ? database_ : db.dbname;
-    t.user = db.user.empty() ? user_ : db.user;
-    if (!db.user.empty()) {
-      t.password = db.password;
-    } else if (credential_ && credential_->kind != pgwire::UserCredential::Kind::kScram) {
-      t.password = credential_->value;  // plain, or an md5 hash the server's md5 accepts
-    } else if (scram_ && !scram_->client_key().empty()) {
-      t.scram_client_key = scram_->client_key();
-      t.scram_server_key = scram_server_key_;
-    }
-    pool_->SetTarget(std::move(t));
-  }
-  scram_.reset();
-  pgwire::AppendAuthenticationOk(out_);
-  if (admin_) {
-    SendWelcome({{"server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")"},
-                 {"server_encoding", "UTF8"},
-                 {"client_encoding", "UTF8"},
-                 {"DateStyle", "ISO, MDY"},
-                 {"integer_datetimes", "on"},
-                 {"standard_conforming_strings", "on"}});
-    return;
-  }
-  if (auto params = pool_->server_params()) {
-    SendWelcome(*params);
-    return;
-  }
-  // First client of this pool: log a server in to learn its parameters.
-  SetState(ClientState::kWelcome);
-  RequestServer();
-}
-
-void ClientSession::SendWelcome(const std::map<std::string, std::string>& server_params) {
-  std::map<std::string, std::string> shown = server_params;
-  for (const auto& [k, v] : params_) {
-    auto it = shown.find(k);
-    if (it != shown.end())
-      it->second = v;
-    else if (k == "application_name")
-      shown[k] = v;
-  }
-  for (const auto& [k, v] : shown) pgwire::AppendParameterStatus(out_, k, v);
+  if (const std::string* scs = params_.Find(catalog.standard_conforming_strings_id()))
+    queue_.set_standard_conforming_strings(*scs == "on");
   int32_t pid = 0, key = 0;
   {
     std::lock_guard lock(info_->mu);
@@ -797,53 +714,236 @@ void ClientSession::SendWelcome(const std::map<std::string, std::string>& server
   pgwire::AppendBackendKeyData(out_, pid, key);
   pgwire::AppendReadyForQuery(out_, 'I');
   SetState(ClientState::kIdle);
+  if (!in_.empty()) {
+    std::string pending = std::move(in_);
+    in_.clear();
+    HandleClientData(pending);
+  }
 }
 
-// ---------------------------------------------------------------- forwarding
+void ClientSession::FinishSetup() {
+  // Our queries are done: the client's parameters are checked and spelled
+  // as the server spells them, or refused with the server's own error.
+  if (proxy_failure_) {
+    auto e = std::move(proxy_failure_->fields);
+    proxy_failure_.reset();
+    ReleaseServer(false);
+    std::string code = e.count('C') ? e['C'] : "22023";
+    pgwire::AppendErrorResponse(out_, "FATAL", code, e.count('M') ? e['M'] : "invalid parameter");
+    proxy_.LogFailedLogin(user_, database_, info_->addr, "bad startup parameter");
+    Close("bad startup parameter");
+    return;
+  }
+  startup_ = params_;
+  ReleaseServer(false);
+  SendWelcome();
+}
+
+// ---------------------------------------------------------------- admin console
+
+void ClientSession::HandleAdminBytes(std::string_view data) {
+  switch (admin_->OnBytes(data, worker_->config().max_packet_size, &out_)) {
+    case AdminSession::Next::kMore:
+      return;
+    case AdminSession::Next::kClose:
+      client_eof_ = true;
+      Close("terminate");
+      return;
+    case AdminSession::Next::kFail:
+      Close("invalid message");
+      return;
+    case AdminSession::Next::kPause:
+      AwaitPause();
+      return;
+  }
+}
+
+void ClientSession::AwaitPause() {
+  admin_timer_ = worker_->loop().After(std::chrono::milliseconds(20), [w = weak_from_this()] {
+    auto self = w.lock();
+    if (!self || self->state_ != ClientState::kIdle) return;
+    self->admin_timer_ = {};
+    if (self->admin_->PollPause(&self->out_))
+      self->HandleAdminBytes({});  // what the admin sent meanwhile
+    else
+      self->AwaitPause();
+    self->Pump();
+  });
+}
+
+// ---------------------------------------------------------------- client → server
 
 void ClientSession::HandleClientData(std::string_view data) {
-  if (admin_) {
-    in_.append(data);
-    while (state_ == ClientState::kIdle && !admin_wait_) {
-      pgwire::Header h;
-      auto st = pgwire::DecodeHeader(in_, worker_->config().max_packet_size, &h);
-      if (st == pgwire::DecodeStatus::kNeedMoreData ||
-          (st == pgwire::DecodeStatus::kReady && in_.size() < h.wire_size()))
-        break;
-      if (st == pgwire::DecodeStatus::kError) {
-        FailFatal("08P01", "invalid message");
-        return;
-      }
-      std::string body = in_.substr(5, h.body_size());
-      in_.erase(0, h.wire_size());
-      if (h.type == 'X') {
-        client_eof_ = true;
-        Close("terminate");
-        return;
-      }
-      if (h.type != 'Q') {
-        pgwire::AppendErrorResponse(out_, "ERROR", "0A000",
-                                    "the admin console supports the simple query protocol only");
-        pgwire::AppendReadyForQuery(out_, 'I');
-        continue;
-      }
-      HandleAdminQuery(std::string_view(body).substr(0, body.find('\0')));
-    }
-    if (in_.empty()) in_.shrink_to_fit();
-    return;
-  }
-  if (server_) {
+  if (server_ && (state_ == ClientState::kActive)) {
     ProcessClientBytes(data);
-    WatchIncompleteMessage();
     return;
   }
-  // No server yet: keep the bytes and get one.
+  // No server yet (or it is being prepared): keep the bytes and get one.
   in_.append(data);
-  if (state_ == ClientState::kIdle) RequestServer();
+  if (state_ == ClientState::kIdle) {
+    SetState(ClientState::kWaiting);
+    RequestServer();
+  }
 }
 
+void ClientSession::ProcessClientBytes(std::string_view data) {
+  const bool tp = transaction_pooling();
+  while (state_ == ClientState::kActive) {
+    pgwire::MessageCursor::Step step = client_cursor_.Next(&data);
+    using Step = pgwire::MessageCursor::Step;
+    if (step == Step::kNeedMore) break;
+    if (step == Step::kError) {
+      uint32_t len = client_cursor_.error_length();
+      FailFatal("08P01", len > worker_->config().max_packet_size
+                             ? "message too large (" + std::to_string(len) +
+                                   " bytes, over proxy.max_packet_size)"
+                             : std::string("invalid message from client"));
+      return;
+    }
+    if (step == Step::kHeader) {
+      const pgwire::Header& h = client_cursor_.header();
+      ++message_count_;
+      if (!ValidFrontendType(h.type)) {
+        FailFatal("08P01", std::string("unknown or unexpected message type '") + h.type + "'");
+        return;
+      }
+      // Parameters that changed under the attached server go out first, at a
+      // boundary between batches.
+      if (reconcile_due_ && !queue_.batch_open()) {
+        reconcile_due_ = false;
+        QueueParameters();
+      }
+      if (h.type == 'X' || RequestQueue::TakeWhole(h.type, tp)) {
+        client_cursor_.Take();
+      } else {
+        if (h.type == 'E') {
+          pool_->stats().query_count.fetch_add(1, std::memory_order_relaxed);
+          StartQueryClock();
+        }
+        queue_.FromClientStreamed(h);
+        client_cursor_.Pass();
+      }
+      continue;
+    }
+    if (step == Step::kMessage) {
+      if (!HandleClientMessage(client_cursor_.header(), client_cursor_.message())) return;
+      continue;
+    }
+    srv_out_.append(client_cursor_.bytes());  // kBytes
+  }
+  WatchIncompleteMessage();
+}
+
+bool ClientSession::HandleClientMessage(const pgwire::Header& h, std::string_view msg) {
+  if (h.type == 'X') {
+    client_eof_ = true;
+    Close("terminate");
+    return false;
+  }
+  auto& st = pool_->stats();
+  if (h.type == 'Q' || h.type == 'F' || h.type == 'E') {
+    st.query_count.fetch_add(1, std::memory_order_relaxed);
+    StartQueryClock();
+  }
+  if (!queue_.FromClient(h, msg, transaction_pooling(), &srv_out_)) {
+    FailFatal("08P01", std::string("malformed '") + h.type + "' message");
+    return false;
+  }
+  return state_ == ClientState::kActive;
+}
+
+void ClientSession::StartQueryClock() {
+  if (query_timing_) return;
+  query_timing_ = true;
+  query_start_ = std::chrono::steady_clock::now();
+}
+
+void ClientSession::WatchIncompleteMessage() {
+  // client_message_timeout bounds each whole message from its first byte:
+  // the clock is not restarted while the same message trickles in.
+  if (!server_ || !client_cursor_.InMessage()) {
+    if (message_timer_) worker_->loop().Cancel(message_timer_);
+    return;
+  }
+  if (message_timer_ && timed_message_ == message_count_) return;  // already timing this one
+  worker_->loop().Cancel(message_timer_);
+  timed_message_ = message_count_;
+  message_timer_ =
+      worker_->loop().After(worker_->config().client_message_timeout, [w = weak_from_this()] {
+        auto self = w.lock();
+        if (!self) return;
+        self->message_timer_ = {};
+        if (!self->server_ || !self->client_cursor_.InMessage()) return;
+        self->FailFatal("08P01",
+                        "the client left a message unfinished for longer than "
+                        "proxy.client_message_timeout");
+        self->Pump();
+      });
+}
+
+void ClientSession::Replay(std::string bytes) {
+  // A batch that failed on a stale shared statement, sent again: framed on
+  // its own (the client's cursor may hold the start of its next message).
+  pgwire::MessageCursor cursor(worker_->config().max_packet_size);
+  std::string_view data = bytes;
+  const bool tp = transaction_pooling();
+  for (;;) {
+    auto step = cursor.Next(&data);
+    using Step = pgwire::MessageCursor::Step;
+    if (step == Step::kHeader) {
+      cursor.Take();
+      continue;
+    }
+    if (step != Step::kMessage) break;
+    if (!queue_.FromClient(cursor.header(), cursor.message(), tp, &srv_out_)) break;
+  }
+}
+
+// ---------------------------------------------------------------- server → client
+
+void ClientSession::ProcessServerBytes(std::string_view data) {
+  using Step = pgwire::MessageCursor::Step;
+  // What the queue's observer does may give the server back (and even get
+  // another one): the rest of `data` belongs to the server it came from.
+  const ServerConn* from = server_.get();
+  while (server_ && server_.get() == from) {
+    Step step = server_cursor_.Next(&data);
+    if (step == Step::kNeedMore) return;
+    if (step == Step::kError) {
+      LOG_ERROR(kLog, "malformed message from server " << server_->addr);
+      ReleaseServer(true);
+      FailFatal("08P01", "malformed message from the server");
+      return;
+    }
+    if (step == Step::kHeader) {
+      const pgwire::Header& h = server_cursor_.header();
+      if (queue_.WantWhole(h.type)) {
+        server_cursor_.Take();
+      } else if (queue_.FromServer(h, {}, &out_)) {
+        server_cursor_.Pass();
+      } else {
+        server_cursor_.Skip();
+      }
+      continue;
+    }
+    if (step == Step::kMessage) {
+      // Synthetic answers due before the message go to out_ first; what the
+      // observer has to tell the client goes after it.
+      std::string_view m = server_cursor_.message();
+      if (queue_.FromServer(server_cursor_.header(), m, &out_)) out_.append(m);
+      if (!after_message_.empty()) {
+        out_.append(after_message_);
+        after_message_.clear();
+      }
+      continue;
+    }
+    out_.append(server_cursor_.bytes());  // kBytes
+  }
+}
+
+// ---------------------------------------------------------------- lending
+
 void ClientSession::RequestServer() {
-  if (state_ == ClientState::kIdle) SetState(ClientState::kWaiting);
   // The pool's waiter entry keeps the session alive while it waits (nothing
   // else does: we do not read from the client meanwhile).
   auto self = shared_from_this();
@@ -863,8 +963,9 @@ void ClientSession::RequestServer() {
 }
 
 void ClientSession::OnServer(ServerConnPtr server, Status error) {
+  const bool wanted = state_ == ClientState::kWaiting || state_ == ClientState::kSetup;
   if (!server) {
-    if (state_ == ClientState::kWaiting || state_ == ClientState::kWelcome) {
+    if (wanted) {
       std::string msg = error.code() == ErrorCode::kTimeout
                             ? error.message()
                             : "could not connect to the server: " + error.message();
@@ -874,21 +975,9 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
     }
     return;
   }
-  if (state_ != ClientState::kWaiting && state_ != ClientState::kWelcome) {
+  if (!wanted) {
     // We went away meanwhile: give it back untouched.
     proxy_.ReleaseServer(std::move(server));
-    return;
-  }
-  if (state_ == ClientState::kWelcome) {
-    auto params = server->params;
-    pool_->SetServerParams(params);
-    proxy_.ReleaseServer(std::move(server));
-    SendWelcome(params);
-    if (!in_.empty()) {
-      std::string pending_in = std::move(in_);
-      in_.clear();
-      HandleClientData(pending_in);
-    }
     return;
   }
   if (server->home >= 0 && server->home != worker_->index()) {
@@ -915,6 +1004,7 @@ void ClientSession::OnServer(ServerConnPtr server, Status error) {
 void ClientSession::AttachServer(ServerConnPtr server) {
   server_ = std::move(server);
   server_writable_ = true;
+  server_fatal_ = false;
   if (server_->home != worker_->index()) {
     // First use on this worker: register it (its current readiness is
     // reported as an event).
@@ -935,7 +1025,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   }
   server_->missed_events = 0;
   server_->session = this;
-  SetState(ClientState::kActive);
+  queue_.Attach(server_.get());
   xact_start_ = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(info_->mu);
@@ -944,56 +1034,82 @@ void ClientSession::AttachServer(ServerConnPtr server) {
     info_->server_pid = server_->backend_pid;
     info_->server_key = server_->backend_key;
   }
-  if (!worker_->config().server_check_query.empty() && server_->used &&
-      xact_start_ - server_->last_used >= worker_->config().server_check_delay) {
+  if (state_ == ClientState::kSetup) {
+    // Login: learn the pool's defaults if they were not known, then have the
+    // server check and spell the parameters the client asked for.
+    if (!defaults_) {
+      defaults_ = pool_->defaults();
+      if (!TakeStartupParameters()) {
+        FinishSetup();
+        return;
+      }
+    }
+    std::vector<ParamChange> changes;
+    for (const auto& [id, value] : asked_) {
+      const std::string& def = (*defaults_)[static_cast<size_t>(id)];
+      if (id == proxy_.params().application_name_id() || value == def) continue;
+      changes.push_back({id, &value});
+    }
+    for (auto& q : ApplyQueries(proxy_.params(), changes))
+      queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql,
+                           &srv_out_);
+    asked_.clear();
+    if (queue_.Idle()) FinishSetup();
+    return;
+  }
+  const auto& cfg = worker_->config();
+  bool hold = false;
+  if (!cfg.server_check_query.empty() && server_->used &&
+      xact_start_ - server_->last_used >= cfg.server_check_delay) {
     // Idle for a while: make sure it still works before the client's request
     // goes to it (server_check_query, answered to no one).
-    checking_ = true;
-    check_failed_ = false;
-    pgwire::AppendQuery(srv_out_, worker_->config().server_check_query);
-    pending_.push_back(Pending::kSwallowQuery);
-    ++syncs_;
+    queue_.AddProxyQuery({ProxyQueryKind::kCheck, {}, false}, cfg.server_check_query, &srv_out_);
+    hold = true;
+  }
+  hold |= QueueParameters();
+  if (hold) {
+    SetState(ClientState::kPreparing);
     return;
   }
-  BeginRequest();
+  StartServing();
 }
 
-void ClientSession::BeginRequest() {
-  ApplySessionParameters();
-  std::string pending_in = std::move(in_);
+bool ClientSession::QueueParameters() {
+  auto changes = Reconcile(params_, server_->params);
+  if (changes.empty()) return false;
+  bool may_fail = false;
+  for (const auto& c : changes) {
+    may_fail |= c.id != proxy_.params().application_name_id();
+    // A RESET answers with no value: the server is at the default from now on
+    // (set_config() answers with the value, recorded in OnProxyRow).
+    if (c.value == nullptr) server_->params.Erase(c.id);
+  }
+  for (auto& q : ApplyQueries(proxy_.params(), changes))
+    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
+  return may_fail;
+}
+
+void ClientSession::StartServing() {
+  SetState(ClientState::kActive);
+  if (const std::string* scs = params_.Find(proxy_.params().standard_conforming_strings_id()))
+    queue_.set_standard_conforming_strings(*scs == "on");
+  else if (defaults_)
+    queue_.set_standard_conforming_strings(
+        (*defaults_)[static_cast<size_t>(proxy_.params().standard_conforming_strings_id())] !=
+        "off");
+  std::string pending = std::move(in_);
   in_.clear();
   in_.shrink_to_fit();
-  if (!pending_in.empty()) ProcessClientBytes(pending_in);
-  WatchIncompleteMessage();
-}
-
-void ClientSession::FinishCheck() {
-  checking_ = false;
-  if (check_failed_) {
-    ReleaseServer(true);
-    RequestServer();
-    return;
-  }
-  BeginRequest();
-}
-
-void ClientSession::ApplySessionParameters() {
-  std::string sets;
-  for (const auto& [k, v] : params_) {
-    auto it = server_->params.find(k);
-    if (it != server_->params.end() && it->second == v) continue;
-    sets += "SET " + QuoteIdent(k) + " TO " + QuoteLiteral(v) + ";";
-    server_->params[k] = v;  // also for parameters the server does not report
-  }
-  if (sets.empty()) return;
-  pgwire::AppendQuery(srv_out_, sets);
-  pending_.push_back(Pending::kSwallowQuery);
-  ++syncs_;
+  if (!pending.empty()) ProcessClientBytes(pending);
 }
 
 bool ClientSession::ServerIdleAndClean() const {
-  return server_ && pending_.empty() && syncs_ == 0 && server_->txn_status == 'I' && c_skip_ == 0 &&
-         c_partial_.empty() && s_skip_ == 0 && s_partial_.empty() && !ServerOutputPending();
+  return server_ && queue_.Idle() && server_->txn_status == 'I' && !client_cursor_.InMessage() &&
+         !server_cursor_.InMessage() && !ServerOutputPending();
+}
+
+bool ClientSession::ShouldRelease() const {
+  return state_ == ClientState::kActive && !pinned() && ServerIdleAndClean() && in_.empty();
 }
 
 void ClientSession::ReleaseServer(bool broken) {
@@ -1001,11 +1117,11 @@ void ClientSession::ReleaseServer(bool broken) {
   // It stays registered with our loop; its events now go to the worker (idle
   // watch). Unread input is remembered for its next holder.
   server_->session = nullptr;
-  server_->used = true;
-  checking_ = false;
+  if (state_ != ClientState::kSetup) server_->used = true;  // a login's setup is no use
+  server_->last_client = info_->id;
   server_->missed_events = server_readable_ ? uint32_t{EPOLLIN} : 0u;
   server_readable_ = false;
-  if (server_hup_) broken = true;  // the server has closed its side: never lend it again
+  if (server_hup_ || server_fatal_) broken = true;  // it is going away: never lend it again
   server_hup_ = false;
   if (broken) server_->broken = true;
   if (pool_) {
@@ -1019,536 +1135,209 @@ void ClientSession::ReleaseServer(bool broken) {
     info_->server_pid = 0;
     info_->server_key = 0;
   }
-  pending_.clear();
-  pending_names_.clear();
-  synth_errors_.clear();
-  c_drop_ = c_skip_until_sync_ = false;
+  queue_.Detach();
+  server_cursor_.Reset();
+  if (client_cursor_.InMessage()) client_cursor_.Reset();  // only when the session ends
   query_timing_ = false;
   worker_->loop().Cancel(message_timer_);
-  syncs_ = 0;
-  c_skip_ = s_skip_ = 0;
-  s_drop_ = false;
-  c_partial_.clear();
-  s_partial_.clear();
+  proxy_failure_.reset();
   srv_out_.clear();
   srv_raw_.clear();
   proxy_.ReleaseServer(std::move(server_));
-  if (state_ == ClientState::kActive) SetState(ClientState::kIdle);
+  if (state_ == ClientState::kActive || state_ == ClientState::kPreparing)
+    SetState(ClientState::kIdle);
 }
 
-void ClientSession::MaybeReleaseServer() {
-  if (pool_ && pool_->mode() == PoolMode::kTransaction && ServerIdleAndClean() && !checking_) {
-    release_ready_ = true;
+void ClientSession::Pin(uint32_t reason, const std::string& what) {
+  if (!transaction_pooling()) return;  // session pooling keeps the server anyway
+  const bool first = pins_ == 0;
+  pins_ |= reason;
+  if (!first) return;
+  pool_->stats().pinned.fetch_add(1, std::memory_order_relaxed);
+  pool_->stats().pinned_total.fetch_add(1, std::memory_order_relaxed);
+  LOG_INFO(kLog,
+           "client " << info_->id << " (" << user_ << "@" << database_
+                     << ") keeps its server connection for the rest of its session: " << what);
+  std::lock_guard lock(info_->mu);
+  info_->pinned = what;
+}
+
+void ClientSession::SettleTouchedParameters() {
+  // RESET returns a parameter to the value the client gave at startup, which
+  // on a pooled connection is not the server's reset value: put it back.
+  const ParamCatalog& catalog = proxy_.params();
+  for (int id = 0; id < catalog.size() && reset_ != 0; ++id) {
+    if (!(reset_ & Bit(id))) continue;
+    const std::string* start = startup_.Find(id);
+    if (start == nullptr || server_->params.Find(id) != nullptr) continue;  // not at the default
+    params_.Assign(id, *start, (*defaults_)[static_cast<size_t>(id)]);
+    reconcile_due_ = true;
+    if (catalog.reported(id))
+      pgwire::AppendParameterStatus(after_message_, catalog.name(id), *start);
   }
-  if (state_ == ClientState::kClosing && pending_.empty()) release_ready_ = true;
+  touched_ = reset_ = 0;
 }
 
-void ClientSession::WatchIncompleteMessage() {
-  bool incomplete = server_ && (c_skip_ > 0 || !c_partial_.empty());
-  worker_->loop().Cancel(message_timer_);
-  if (!incomplete) return;
-  // Progress restarts the clock: a large message on a slow link is fine, a
-  // sender that stalls mid-message while holding a server is not.
-  message_timer_ =
-      worker_->loop().After(worker_->config().client_message_timeout, [w = weak_from_this()] {
-        auto self = w.lock();
-        if (!self) return;
-        self->message_timer_ = {};
-        if (self->state_ != ClientState::kActive) return;
-        if (self->c_skip_ == 0 && self->c_partial_.empty()) return;
-        self->FailFatal("08P01",
-                        "the client left a message unfinished for longer than "
-                        "proxy.client_message_timeout");
-        self->Pump();
-      });
-}
+// ---------------------------------------------------------------- what the traffic tells
 
-void ClientSession::ProcessClientBytes(std::string_view data) {
-  const uint32_t max = worker_->config().max_packet_size;
-  while (!data.empty() && state_ == ClientState::kActive) {
-    if (c_skip_ > 0) {
-      size_t n = std::min(c_skip_, data.size());
-      if (!c_drop_) srv_out_.append(data.substr(0, n));
-      data.remove_prefix(n);
-      c_skip_ -= n;
+void ClientSession::OnEffects(const sql::SessionEffects& e) {
+  if (e.pins) Pin(e.pins, sql::PinReasonText(e.pins));
+  const ParamCatalog& catalog = proxy_.params();
+  for (const auto& t : e.params) {
+    int id = catalog.Find(t.name);
+    if (id < 0) {
+      Pin(sql::kPinParameter,
+          "SET of the untracked parameter " + t.name + " (proxy.track_extra_parameters)");
       continue;
     }
-    // The message header, possibly completing a split one.
-    std::string_view msg = data;
-    bool partial = !c_partial_.empty();
-    if (partial || data.size() < 5) {
-      size_t need = c_partial_.size() < 5 ? 5 - c_partial_.size() : 0;
-      size_t take = std::min(need, data.size());
-      c_partial_.append(data.substr(0, take));
-      data.remove_prefix(take);
-      if (c_partial_.size() < 5) return;
-      msg = c_partial_;
+    touched_ |= Bit(id);
+    if (t.reset)
+      reset_ |= Bit(id);
+    else
+      reset_ &= ~Bit(id);
+    if (!catalog.reported(id)) readback_due_ = true;
+  }
+  if (e.reset_all) {
+    for (int id = 0; id < catalog.size(); ++id) {
+      touched_ |= Bit(id);
+      reset_ |= Bit(id);
     }
-    pgwire::Header h;
-    if (pgwire::DecodeHeader(msg, max, &h) != pgwire::DecodeStatus::kReady) {
-      uint32_t len = (uint32_t{static_cast<uint8_t>(msg[1])} << 24) |
-                     (uint32_t{static_cast<uint8_t>(msg[2])} << 16) |
-                     (uint32_t{static_cast<uint8_t>(msg[3])} << 8) | static_cast<uint8_t>(msg[4]);
-      FailFatal("08P01", len > max ? "message too large (" + std::to_string(len) +
-                                         " bytes, over proxy.max_packet_size)"
-                                   : std::string("invalid message from client"));
+    if (!catalog.unreported().empty()) readback_due_ = true;
+  }
+  // A statement deallocated by name may be one of the proxy's shared ones:
+  // this server's list of them can no longer be trusted.
+  if (e.deallocate && server_) server_->broken = true;
+  // currval() / lastval() read the session's sequence cache: on a server
+  // another client used last it would show that client's values.
+  if (e.sequences && server_ && queue_.fresh() && server_->last_client != 0 &&
+      server_->last_client != info_->id)
+    queue_.AddProxyQuery({ProxyQueryKind::kDiscardSequences, {}, false}, "DISCARD SEQUENCES",
+                         &srv_out_);
+}
+
+void ClientSession::OnReady(char status, bool ours) {
+  if (!ours) {
+    if (status == 'I' && pool_) pool_->stats().xact_count.fetch_add(1, std::memory_order_relaxed);
+    if (query_timing_ && queue_.syncs() == 0 && pool_) {
+      // The server answered everything sent: time spent running queries.
+      query_timing_ = false;
+      pool_->stats().query_time_us.fetch_add(
+          static_cast<uint64_t>(Micros(std::chrono::steady_clock::now() - query_start_)),
+          std::memory_order_relaxed);
+    }
+    if (status == 'I' && state_ == ClientState::kActive) {
+      // The transaction is over: what its SET / RESET left is settled now,
+      // after reading back the unreported parameters if it touched any.
+      if (readback_due_) {
+        readback_due_ = false;
+        queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
+                             proxy_.params().readback_query(), &srv_out_);
+      } else if (queue_.syncs() == 0) {
+        readback_due_ = false;
+        SettleTouchedParameters();
+      }
+    }
+    return;
+  }
+  // One of ours finished; when they all have, the phase they guarded ends.
+  if (!queue_.Idle()) return;
+  switch (state_) {
+    case ClientState::kSetup:
+      FinishSetup();
       return;
-    }
-    if (!ValidFrontendType(h.type) || h.type == 'p') {
-      FailFatal("08P01", std::string("unknown or unexpected message type '") + h.type + "'");
-      return;
-    }
-    c_drop_ = false;
-    if (c_skip_until_sync_ && h.type != 'S' && h.type != 'X') {
-      // After an error we made up, the protocol skips everything until Sync.
-      c_drop_ = true;
-      if (partial) {
-        c_partial_.clear();
-        c_skip_ = h.body_size();
-      } else {
-        size_t n = std::min(h.wire_size(), data.size());
-        data.remove_prefix(n);
-        c_skip_ = h.wire_size() - n;
-      }
-      continue;
-    }
-    if (h.type == 'S') c_skip_until_sync_ = false;
-    bool whole =
-        h.type == 'X' || (pool_->mode() == PoolMode::kTransaction &&
-                          (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C'));
-    if (whole) {
-      if (partial) {
-        size_t take = std::min(h.wire_size() - c_partial_.size(), data.size());
-        c_partial_.append(data.substr(0, take));
-        data.remove_prefix(take);
-        if (c_partial_.size() < h.wire_size()) return;
-        std::string m = std::move(c_partial_);
-        c_partial_.clear();
-        if (!HandleWholeClientMessage(h, m)) return;
-      } else if (data.size() >= h.wire_size()) {
-        if (!HandleWholeClientMessage(h, data.substr(0, h.wire_size()))) return;
-        data.remove_prefix(h.wire_size());
-      } else {
-        c_partial_.assign(data);
-        return;
-      }
-      continue;
-    }
-    if (!StartStreamedClientMessage(h.type)) return;
-    if (partial) {
-      srv_out_.append(c_partial_, 0, 5);
-      c_partial_.clear();
-      c_skip_ = h.body_size();
-    } else {
-      size_t n = std::min(h.wire_size(), data.size());
-      srv_out_.append(data.substr(0, n));
-      data.remove_prefix(n);
-      c_skip_ = h.wire_size() - n;
-    }
-  }
-}
-
-void ClientSession::StartQueryClock() {
-  if (query_timing_) return;
-  query_timing_ = true;
-  query_start_ = std::chrono::steady_clock::now();
-}
-
-bool ClientSession::StartStreamedClientMessage(char type) {
-  auto& st = pool_->stats();
-  switch (type) {
-    case 'Q':
-    case 'F':
-      pending_.push_back(Pending::kQuery);
-      ++syncs_;
-      st.query_count.fetch_add(1, std::memory_order_relaxed);
-      StartQueryClock();
-      break;
-    case 'S':
-      pending_.push_back(Pending::kSync);
-      ++syncs_;
-      break;
-    case 'E':
-      pending_.push_back(Pending::kExecute);
-      st.query_count.fetch_add(1, std::memory_order_relaxed);
-      StartQueryClock();
-      break;
-    case 'P':  // session mode: passed through unchanged
-      pending_.push_back(Pending::kParse);
-      pending_names_.emplace_back();
-      break;
-    case 'B':
-      pending_.push_back(Pending::kBind);
-      break;
-    case 'D':
-      pending_.push_back(Pending::kDescribe);
-      break;
-    case 'C':
-      pending_.push_back(Pending::kClose);
-      break;
-    default:
-      break;  // H, d, c, f: no response of their own
-  }
-  return true;
-}
-
-bool ClientSession::HandleWholeClientMessage(const pgwire::Header& h, std::string_view msg) {
-  std::string_view body = msg.substr(5);
-  size_t pos = 0;
-  switch (h.type) {
-    case 'X':
-      client_eof_ = true;
-      Close("terminate");
-      return false;
-    case 'P': {
-      std::string_view name;
-      if (!pgwire::ReadCString(body, &pos, &name)) break;
-      std::string_view tail = body.substr(pos);
-      if (name.empty()) {
-        srv_out_.append(msg);
-        pending_.push_back(Pending::kParse);
-        pending_names_.emplace_back();
-        return true;
-      }
-      if (statements_.count(std::string(name))) {
-        // As PostgreSQL: the first definition stays, the Parse fails.
-        std::string err;
+    case ClientState::kPreparing: {
+      if (proxy_failure_) {
+        ProxyFailure f = std::move(*proxy_failure_);
+        proxy_failure_.reset();
+        auto& e = f.fields;
+        ReleaseServer(true);
+        if (f.kind == ProxyQueryKind::kCheck) {  // the request goes to another server
+          SetState(ClientState::kWaiting);
+          RequestServer();
+          return;
+        }
         pgwire::AppendErrorResponse(
-            err, "ERROR", "42P05",
-            "prepared statement \"" + std::string(name) + "\" already exists");
-        synth_errors_.push_back(std::move(err));
-        pending_.push_back(Pending::kSynthError);
-        c_skip_until_sync_ = true;
-        return true;
-      }
-      Statement st{StatementName(tail), std::string(tail)};
-      if (server_->prepared.count(st.server_name)) {
-        pending_.push_back(Pending::kSynthParse);
-      } else {
-        pgwire::Writer w(srv_out_);
-        size_t start = w.Begin('P');
-        w.CString(st.server_name);
-        w.Bytes(tail);
-        w.Finish(start);
-        server_->prepared.insert(st.server_name);
-        pending_.push_back(Pending::kParse);
-        pending_names_.push_back(st.server_name);
-      }
-      statements_[std::string(name)] = std::move(st);
-      return true;
-    }
-    case 'B': {
-      std::string_view portal, name;
-      if (!pgwire::ReadCString(body, &pos, &portal) || !pgwire::ReadCString(body, &pos, &name))
-        break;
-      auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
-      if (it == statements_.end()) {
-        srv_out_.append(msg);  // unnamed, or unknown: the server answers as it would
-      } else {
-        EnsurePrepared(it->second);
-        pgwire::Writer w(srv_out_);
-        size_t start = w.Begin('B');
-        w.CString(portal);
-        w.CString(it->second.server_name);
-        w.Bytes(body.substr(pos));
-        w.Finish(start);
-      }
-      pending_.push_back(Pending::kBind);
-      return true;
-    }
-    case 'D': {
-      if (body.empty()) break;
-      char kind = body[0];
-      pos = 1;
-      std::string_view name;
-      if (!pgwire::ReadCString(body, &pos, &name)) break;
-      auto it =
-          (kind != 'S' || name.empty()) ? statements_.end() : statements_.find(std::string(name));
-      if (it == statements_.end()) {
-        srv_out_.append(msg);
-      } else {
-        EnsurePrepared(it->second);
-        pgwire::Writer w(srv_out_);
-        size_t start = w.Begin('D');
-        w.Bytes("S");
-        w.CString(it->second.server_name);
-        w.Finish(start);
-      }
-      pending_.push_back(Pending::kDescribe);
-      return true;
-    }
-    case 'C': {
-      if (body.empty()) break;
-      char kind = body[0];
-      pos = 1;
-      std::string_view name;
-      if (!pgwire::ReadCString(body, &pos, &name)) break;
-      if (kind == 'S' && !name.empty() && statements_.erase(std::string(name)) > 0) {
-        // The server keeps it for other clients; the client sees it closed.
-        pending_.push_back(Pending::kSynthClose);
-        return true;
-      }
-      srv_out_.append(msg);
-      pending_.push_back(Pending::kClose);
-      return true;
-    }
-    default:
-      break;
-  }
-  FailFatal("08P01", std::string("malformed '") + h.type + "' message");
-  return false;
-}
-
-void ClientSession::EnsurePrepared(const Statement& st) {
-  if (server_->prepared.count(st.server_name)) return;
-  pgwire::Writer w(srv_out_);
-  size_t start = w.Begin('P');
-  w.CString(st.server_name);
-  w.Bytes(st.parse_tail);
-  w.Finish(start);
-  server_->prepared.insert(st.server_name);
-  pending_.push_back(Pending::kSwallowParse);
-  pending_names_.push_back(st.server_name);
-}
-
-void ClientSession::EmitSynthetic() {
-  while (!pending_.empty()) {
-    if (pending_.front() == Pending::kSynthParse) {
-      pgwire::AppendParseComplete(out_);
-    } else if (pending_.front() == Pending::kSynthClose) {
-      pgwire::AppendCloseComplete(out_);
-    } else if (pending_.front() == Pending::kSynthError && !synth_errors_.empty()) {
-      out_.append(synth_errors_.front());
-      synth_errors_.pop_front();
-    } else {
-      return;
-    }
-    pending_.pop_front();
-  }
-}
-
-void ClientSession::OnServerError() {
-  // Extended protocol: the server skips everything up to Sync.
-  if (!pending_.empty() &&
-      (pending_.front() == Pending::kQuery || pending_.front() == Pending::kSwallowQuery))
-    return;
-  while (!pending_.empty() && pending_.front() != Pending::kSync &&
-         pending_.front() != Pending::kQuery && pending_.front() != Pending::kSwallowQuery) {
-    Pending p = pending_.front();
-    pending_.pop_front();
-    if (p == Pending::kSynthError && !synth_errors_.empty()) synth_errors_.pop_front();
-    if (p == Pending::kParse || p == Pending::kSwallowParse) {
-      if (!pending_names_.empty()) {
-        if (!pending_names_.front().empty()) server_->prepared.erase(pending_names_.front());
-        pending_names_.pop_front();
-      }
-    }
-  }
-}
-
-void ClientSession::ProcessServerBytes(std::string_view data) {
-  const uint32_t max = 1u << 30;
-  while (!data.empty() && server_) {
-    if (s_skip_ > 0) {
-      size_t n = std::min(s_skip_, data.size());
-      if (!s_drop_) out_.append(data.substr(0, n));
-      data.remove_prefix(n);
-      s_skip_ -= n;
-      continue;
-    }
-    std::string_view msg = data;
-    bool partial = !s_partial_.empty();
-    if (partial || data.size() < 5) {
-      size_t need = s_partial_.size() < 5 ? 5 - s_partial_.size() : 0;
-      size_t take = std::min(need, data.size());
-      s_partial_.append(data.substr(0, take));
-      data.remove_prefix(take);
-      if (s_partial_.size() < 5) return;
-      msg = s_partial_;
-    }
-    pgwire::Header h;
-    if (pgwire::DecodeHeader(msg, max, &h) != pgwire::DecodeStatus::kReady) {
-      LOG_ERROR(kLog, "malformed message from server " << server_->addr);
-      server_->broken = true;
-      ReleaseServer(true);
-      FailFatal("08P01", "malformed message from the server");
-      return;
-    }
-    // Messages we read whole: small ones whose content matters.
-    bool whole = h.type == 'Z' || h.type == 'S' || h.type == 'E' || h.type == 'C';
-    if (whole) {
-      std::string m;
-      if (partial) {
-        size_t take = std::min(h.wire_size() - s_partial_.size(), data.size());
-        s_partial_.append(data.substr(0, take));
-        data.remove_prefix(take);
-        if (s_partial_.size() < h.wire_size()) return;
-        m = std::move(s_partial_);
-        s_partial_.clear();
-      } else if (data.size() >= h.wire_size()) {
-        m.assign(data.substr(0, h.wire_size()));
-        data.remove_prefix(h.wire_size());
-      } else {
-        s_partial_.assign(data);
+            out_, "FATAL", "08006",
+            "the proxy could not set the session's parameters on a server connection: " +
+                (e.count('M') ? e['M'] : std::string("error")));
+        Close("cannot set parameters");
         return;
       }
-      StartServerMessage(h, m);
-      continue;
-    }
-    StartServerMessage(h, {});
-    std::string_view head = partial ? std::string_view(s_partial_).substr(0, 5)
-                                    : data.substr(0, std::min(h.wire_size(), data.size()));
-    if (!s_drop_) out_.append(head);
-    if (partial) {
-      s_partial_.clear();
-      s_skip_ = h.body_size();
-    } else {
-      data.remove_prefix(head.size());
-      s_skip_ = h.wire_size() - head.size();
-    }
-  }
-}
-
-// Decides, at the start of each server message, whether it is forwarded or
-// swallowed and what it completes. `whole` holds the message for the types
-// read whole (Z, S, E, C) and is forwarded here; others are streamed by the caller.
-void ClientSession::StartServerMessage(const pgwire::Header& h, std::string_view whole) {
-  EmitSynthetic();
-  Pending head = pending_.empty() ? Pending::kQuery : pending_.front();
-  bool swallow = false;
-  if (!pending_.empty() && head == Pending::kSwallowQuery) {
-    swallow = true;
-    if (h.type == 'E') {
-      auto f = pgwire::ParseErrorFields(whole.substr(5));
-      if (checking_) {
-        check_failed_ = true;
-        LOG_WARN(kLog,
-                 "server connection " << server_->id << ": server_check_query failed: " << f['M']);
-      } else {
-        LOG_WARN(kLog, "server connection " << server_->id
-                                            << ": a query of the proxy's own (session parameters, "
-                                               "server_reset_query) failed: "
-                                            << f['M']);
-      }
-    }
-  } else if (!pending_.empty() && head == Pending::kSwallowParse && h.type == '1') {
-    swallow = true;
-    pending_.pop_front();
-    if (!pending_names_.empty()) pending_names_.pop_front();
-  }
-  switch (h.type) {
-    case 'Z': {
-      char status = whole.size() > 5 ? whole[5] : 'I';
-      server_->txn_status = status;
-      if (!pending_.empty() &&
-          (head == Pending::kSync || head == Pending::kQuery || head == Pending::kSwallowQuery)) {
-        pending_.pop_front();
-        if (head != Pending::kSwallowQuery) {
-          if (status == 'I' && pool_)
-            pool_->stats().xact_count.fetch_add(1, std::memory_order_relaxed);
-        }
-      }
-      if (syncs_ > 0) --syncs_;
-      if (query_timing_ && syncs_ == 0 && pool_) {
-        // The server answered everything sent: time spent running queries.
-        query_timing_ = false;
-        pool_->stats().query_time_us.fetch_add(
-            static_cast<uint64_t>(Micros(std::chrono::steady_clock::now() - query_start_)),
-            std::memory_order_relaxed);
-      }
-      if (!swallow) out_.append(whole);
-      MaybeReleaseServer();
+      StartServing();
       return;
     }
-    case 'S': {
-      size_t pos = 5;
-      std::string_view name, value;
-      if (pgwire::ReadCString(whole, &pos, &name) && pgwire::ReadCString(whole, &pos, &value)) {
-        server_->params[std::string(name)] = std::string(value);
-        if (!swallow) {
-          for (auto& [k, v] : params_) {
-            if (k == name) v = value;
-          }
-          if (name == "application_name") {
-            bool known = false;
-            for (auto& kv : params_) known = known || kv.first == name;
-            if (!known) params_.emplace_back(std::string(name), std::string(value));
-            std::lock_guard lock(info_->mu);
-            info_->application_name = std::string(value);
-          }
-        }
-      }
-      if (!swallow) out_.append(whole);
+    case ClientState::kResetting:
+      // The reset answered: the server goes back clean, or is closed.
+      ReleaseServer(proxy_failure_.has_value());
+      SetState(ClientState::kClosing);
       return;
-    }
-    case 'E':
-      if (!swallow) out_.append(whole);
-      OnServerError();
-      return;
-    case 'C': {
-      std::string_view tag = whole.substr(5);
-      if (tag.rfind("DISCARD ALL", 0) == 0 || tag.rfind("DEALLOCATE ALL", 0) == 0) {
-        server_->prepared.clear();
-        if (!swallow) statements_.clear();
-      }
-      if (!swallow) out_.append(whole);
-      if (!pending_.empty() && head == Pending::kExecute) pending_.pop_front();
-      return;
-    }
-    case '1':
-      if (!swallow && !pending_.empty() && head == Pending::kParse) {
-        pending_.pop_front();
-        if (!pending_names_.empty()) pending_names_.pop_front();
-      }
-      break;
-    case '2':
-      if (!pending_.empty() && head == Pending::kBind) pending_.pop_front();
-      break;
-    case '3':
-      if (!pending_.empty() && head == Pending::kClose) pending_.pop_front();
-      break;
-    case 'n':
-    case 'T':
-      if (!pending_.empty() && head == Pending::kDescribe) pending_.pop_front();
-      break;
-    case 'I':
-    case 's':
-      if (!pending_.empty() && head == Pending::kExecute) pending_.pop_front();
-      break;
     default:
-      break;
+      return;
   }
-  s_drop_ = swallow;
 }
 
-void ClientSession::HandleAdminQuery(std::string_view sql) {
-  AdminResult r = RunAdminCommand(proxy_, sql, proxy_.IsAdmin(user_));
-  if (r.wait_for_pause) {
-    admin_wait_ = true;
-    AwaitPause(std::move(r.pause_database), std::move(r.wire));
-    return;
+void ClientSession::OnParameterStatus(std::string_view name, std::string_view value, bool ours) {
+  const ParamCatalog& catalog = proxy_.params();
+  int id = catalog.Find(name);
+  if (id >= 0 && defaults_ && server_) {
+    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
+    server_->params.Assign(id, value, def);
+    // The client's values follow what it is shown; what our own queries
+    // change is either the client's value already, or the client is gone.
+    if (!ours) params_.Assign(id, value, def);
   }
-  out_.append(r.wire);
-  pgwire::AppendReadyForQuery(out_, 'I');
+  if (!ours) {
+    if (id == catalog.application_name_id()) {
+      std::lock_guard lock(info_->mu);
+      info_->application_name = std::string(value);
+    }
+    if (id == catalog.standard_conforming_strings_id())
+      queue_.set_standard_conforming_strings(value == "on");
+  }
 }
 
-void ClientSession::AwaitPause(std::string database, std::string wire) {
-  if (proxy_.PauseDone(database)) {
-    admin_wait_ = false;
-    out_.append(wire);
-    pgwire::AppendReadyForQuery(out_, 'I');
-    HandleClientData({});  // what the admin sent meanwhile
-    return;
+void ClientSession::OnCommandTag(std::string_view tag) {
+  // DISCARD ALL at the top level leaves the server as fresh as a new one:
+  // whatever tied the client to it is gone.
+  if (tag == "DISCARD ALL" && pins_ != 0 && transaction_pooling()) {
+    pool_->stats().pinned.fetch_sub(1, std::memory_order_relaxed);
+    pins_ = 0;
+    std::lock_guard lock(info_->mu);
+    info_->pinned.clear();
   }
-  admin_timer_ = worker_->loop().After(
-      std::chrono::milliseconds(20),
-      [w = weak_from_this(), database = std::move(database), wire = std::move(wire)]() mutable {
-        auto self = w.lock();
-        if (!self || self->state_ != ClientState::kIdle) return;
-        self->admin_timer_ = {};
-        self->AwaitPause(std::move(database), std::move(wire));
-        self->Pump();
-      });
 }
+
+void ClientSession::OnClientError(const std::map<char, std::string>& fields) {
+  // The server ends the connection after a FATAL: the client has its reason
+  // and gets no second one from us.
+  if (IsFatal(fields)) server_fatal_ = true;
+}
+
+void ClientSession::OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) {
+  if (!defaults_ || !server_) return;
+  const bool for_client = state_ != ClientState::kResetting;
+  for (size_t i = 0; i < q.columns.size() && i < values.size(); ++i) {
+    int id = q.columns[i];
+    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
+    server_->params.Assign(id, values[i], def);
+    if (for_client) params_.Assign(id, values[i], def);
+  }
+  if (q.kind == ProxyQueryKind::kReadback && for_client && queue_.syncs() <= 1)
+    SettleTouchedParameters();
+}
+
+void ClientSession::OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) {
+  if (state_ != ClientState::kSetup)
+    LOG_WARN(kLog, "server connection "
+                       << (server_ ? server_->id : 0) << ": the proxy's " << ProxyQueryName(q.kind)
+                       << " failed: " << (fields.count('M') ? fields.at('M') : "?"));
+  if (!proxy_failure_) proxy_failure_ = ProxyFailure{q.kind, fields};
+  // After a failed query of ours nothing about the server's state is sure,
+  // except a set_config() at login that the server refused (it changed nothing).
+  if (server_ && !(q.kind == ProxyQueryKind::kParams && state_ == ClientState::kSetup))
+    server_->broken = true;
+}
+
+void ClientSession::OnProxyDone(const ProxyQuery& q) { (void)q; }
 
 }  // namespace pgwarden::proxy

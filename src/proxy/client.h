@@ -1,59 +1,38 @@
-// A client session: the state machine from startup through authentication to forwarding.
+// A client session: I/O, its state machine, and the lending of server connections to it.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "common/fifo.h"
 #include "net/event_loop.h"
-#include "pgwire/auth.h"
+#include "pgwire/cursor.h"
 #include "pgwire/message.h"
-#include "pgwire/userlist.h"
+#include "proxy/admin_session.h"
+#include "proxy/client_state.h"
+#include "proxy/login.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
+#include "proxy/requests.h"
+#include "proxy/session_params.h"
 #include "proxy/tls.h"
 
 namespace pgwarden::proxy {
 
-// Where a session is; changed only in SetState().
-enum class ClientState {
-  kStartup,  // reading the startup packet (or SSLRequest / CancelRequest)
-  kLookup,   // waiting for the user's credential (auth_file / auth_query)
-  kAuth,     // authentication exchange
-  kWelcome,  // authenticated; waiting for a first server login to learn its parameters
-  kIdle,     // logged in, no request in flight, no server
-  kWaiting,  // has a request and waits for a server connection
-  kActive,   // a server connection is attached
-  kClosing,  // draining output / resetting the server, then closed
-  kClosed,   // done
-};
-const char* ClientStateName(ClientState s);
-
-// An expected response, in the order the server will answer (extended
-// protocol pipelining): what to forward, synthesize or swallow.
-enum class Pending : uint8_t {
-  kParse,         // client Parse forwarded: ParseComplete ends it
-  kBind,          // BindComplete
-  kDescribe,      // ParameterDescription? then RowDescription / NoData
-  kClose,         // CloseComplete
-  kExecute,       // CommandComplete / EmptyQueryResponse / PortalSuspended
-  kSync,          // ReadyForQuery
-  kQuery,         // simple query / function call: everything up to ReadyForQuery
-  kSynthParse,    // Parse skipped (already prepared here): send ParseComplete ourselves
-  kSynthClose,    // Close of a statement kept in the server cache: send CloseComplete
-  kSwallowParse,  // Parse we injected: drop its ParseComplete
-  kSwallowQuery,  // query we injected (SET, reset): drop everything up to ReadyForQuery
-  kSynthError,    // an error we answer ourselves (e.g. a statement name already in use)
-};
-
 // One client connection. Owned by its Worker (and kept alive by jobs posted
 // for it, which hold a shared_ptr); touched only on that worker's thread.
+//
+// What it is made of, one concern each: ClientLogin (startup and
+// authentication), AdminSession (the console), RequestQueue (what the server
+// owes, prepared statements) and the session parameters (ParamSet, relative
+// to the pool's defaults). This class does the I/O and the lending: which
+// server, when it is given back, and that it never reaches another client
+// carrying this one's state.
 //
 // I/O: the client socket and the attached server's socket are registered
 // edge-triggered with the worker's loop. Events only note readiness and call
@@ -61,11 +40,12 @@ enum class Pending : uint8_t {
 // from whichever side may be read (a side is read while what comes from it can
 // be passed on), until nothing moves.
 class ClientSession final : public net::IoHandler,
-                            public std::enable_shared_from_this<ClientSession> {
+                            public std::enable_shared_from_this<ClientSession>,
+                            private RequestQueue::Observer {
  public:
   // Takes ownership of the connected, non-blocking socket `fd`.
   ClientSession(Worker& worker, int fd);
-  ~ClientSession();
+  ~ClientSession() override;
   void Start();
   // On the thread of the worker it moved to (Worker::Adopt): registers the
   // socket there and goes on.
@@ -81,75 +61,96 @@ class ClientSession final : public net::IoHandler,
   void OnCredential(Result<pgwire::UserCredential> cred);
 
  private:
-  struct Statement {
-    std::string server_name;  // proxy-wide name: "pgw_" + hash of the Parse body
-    std::string parse_tail;   // Parse body after the statement name (query, types)
-  };
-
   void SetState(ClientState s);
+  bool transaction_pooling() const { return pool_ && pool_->mode() == PoolMode::kTransaction; }
+  // Keeps its server connection for the rest of its session (session
+  // pooling, or state the proxy cannot carry between servers).
+  bool pinned() const { return !transaction_pooling() || pins_ != 0; }
   // Between transactions, holding nothing that ties it to its thread: a
   // session the balancer may move.
   bool Movable() const;
   void MoveTo(Worker& to);
+
   // I/O. Pump() moves bytes until nothing moves; the others return whether
   // they moved any.
   void Pump();
   bool ClientMayRead() const;
   bool ReadClient();
   bool ReadServer();
-  void ServerLost(const char* what);
   bool FlushClient();
   bool FlushServer();
+  void ServerLost(const std::string& what);
   void Close(const char* why);
   void FinishClose();
-  // Startup and authentication.
-  void HandleStartupBytes(std::string_view data);
-  void HandleStartupPacket(const pgwire::StartupPacket& p);
-  void BeginAuth();
-  void HandleAuthMessage(char type, std::string_view body);
-  void AuthSucceeded();
-  void SendWelcome(const std::map<std::string, std::string>& server_params);
   void FailFatal(std::string_view sqlstate, std::string_view message);
-  // Forwarding.
+
+  // Login and welcome.
+  void HandleLoginBytes(std::string_view data);
+  void OnLoginStep(ClientLogin::Next next);
+  void StartTls();
+  void LoggedIn();
+  // The parameters the client asked for, from the login; true when the
+  // server must check and spell them (setup), false when they are known.
+  bool TakeStartupParameters();
+  void SendWelcome();
+  void FinishSetup();
+
+  // Client → server.
   void HandleClientData(std::string_view data);
   void ProcessClientBytes(std::string_view data);
-  bool HandleWholeClientMessage(const pgwire::Header& h, std::string_view msg);
-  bool StartStreamedClientMessage(char type);
-  void StartQueryClock();
-  void EnsurePrepared(const Statement& st);
-  void ProcessServerBytes(std::string_view data);
-  void StartServerMessage(const pgwire::Header& h, std::string_view whole);
-  void EmitSynthetic();
-  void OnServerError();
-  void AttachServer(ServerConnPtr server);
-  // Sends what the client has waiting to the attached server.
-  void BeginRequest();
-  // The answer to server_check_query is in: go on, or try another server.
-  void FinishCheck();
-  void ApplySessionParameters();
-  void RequestServer();
-  void MaybeReleaseServer();
-  void ReleaseServer(bool broken);
-  void HandleAdminQuery(std::string_view sql);
-  // Polls Proxy::PauseDone, then sends the PAUSE reply `wire`.
-  void AwaitPause(std::string database, std::string wire);
-  bool ServerIdleAndClean() const;
-  bool ClientOutputPending() const;
-  bool ServerOutputPending() const;
-  // Arms or disarms the slow-sender timer after client bytes were handled.
+  // False when the message ended the session (or was malformed).
+  bool HandleClientMessage(const pgwire::Header& h, std::string_view msg);
   void WatchIncompleteMessage();
+  void StartQueryClock();
+
+  // Server → client.
+  void ProcessServerBytes(std::string_view data);
+
+  // Lending.
+  void RequestServer();
+  void AttachServer(ServerConnPtr server);
+  // Queues set_config() / RESET for what differs between the client's and the
+  // server's parameters; true when something was queued that may fail (the
+  // client's request then waits for it).
+  bool QueueParameters();
+  void StartServing();
+  // Resolves what the last transaction's SET / RESET did to the client's values.
+  void SettleTouchedParameters();
+  bool ServerIdleAndClean() const;
+  // In transaction pooling: the server goes back after this transaction.
+  bool ShouldRelease() const;
+  void ReleaseServer(bool broken);
+  void Pin(uint32_t reason, const std::string& what);
+  bool ClientOutputPending() const { return !out_.empty() || !client_raw_.empty(); }
+  bool ServerOutputPending() const { return !srv_out_.empty() || !srv_raw_.empty(); }
+
+  // The admin console.
+  void HandleAdminBytes(std::string_view data);
+  void AwaitPause();
+
+  // RequestQueue::Observer.
+  void OnEffects(const sql::SessionEffects& effects) override;
+  void OnReady(char txn_status, bool ours) override;
+  void OnParameterStatus(std::string_view name, std::string_view value, bool ours) override;
+  void OnCommandTag(std::string_view tag) override;
+  void OnClientError(const std::map<char, std::string>& fields) override;
+  void OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) override;
+  void OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) override;
+  void OnProxyDone(const ProxyQuery& q) override;
+  void Replay(std::string bytes) override;
 
   Worker* worker_;  // changes only when the session moves (MoveTo)
   Proxy& proxy_;
   int fd_;  // the client socket (owned)
   std::shared_ptr<ClientInfo> info_;
-  ClientState state_ = ClientState::kStartup;
+  ClientState state_ = ClientState::kLogin;
   net::EventLoop::TimerId login_timer_;
-  net::EventLoop::TimerId message_timer_;  // only for slow senders
+  net::EventLoop::TimerId message_timer_;  // a client message left unfinished
+  net::EventLoop::TimerId admin_timer_;    // polls a waiting PAUSE
 
   // Reads go to the worker's buffer and are handled at once: an idle client
   // holds no buffer.
-  std::string in_;                  // client bytes not yet processed (only while needed)
+  std::string in_;                  // client bytes waiting for a server (only while needed)
   std::string out_;                 // bytes for the client not yet written
   std::string srv_out_;             // bytes for the server not yet written (plaintext)
   std::string srv_raw_;             // encrypted bytes for a TLS server not yet written
@@ -166,39 +167,39 @@ class ClientSession final : public net::IoHandler,
   bool pumping_ = false, pump_again_ = false;
   bool pump_posted_ = false;  // a Pump() job for this session is queued
 
-  // Who and what.
+  // Who.
+  std::unique_ptr<ClientLogin> login_;   // while logging in
+  std::unique_ptr<AdminSession> admin_;  // the admin console's session, when it is one
   std::string user_, database_;
-  std::vector<std::pair<std::string, std::string>> params_;  // session parameters to keep
-  bool admin_ = false;
-  bool admin_wait_ = false;  // a PAUSE waits for transactions; nothing else is read meanwhile
-  net::EventLoop::TimerId admin_timer_;
   Pool* pool_ = nullptr;
-  AuthMethod method_ = AuthMethod::kScram;
-  std::optional<pgwire::UserCredential> credential_;
-  std::unique_ptr<pgwire::ScramServer> scram_;
-  std::string scram_server_key_;
-  uint8_t md5_salt_[4] = {0, 0, 0, 0};
-  int auth_step_ = 0;
+
+  // Session parameters: the client's values now, and the ones it gave at
+  // startup (what RESET returns to), both relative to the pool's defaults.
+  std::shared_ptr<const ParamDefaults> defaults_;
+  ParamSet params_, startup_;
+  std::vector<std::pair<int, std::string>> asked_;  // startup parameters not yet checked (setup)
+  // Parameters SET (bit set in touched_) or RESET (also in reset_) by the
+  // transaction in progress; what they became is settled at its end.
+  uint64_t touched_ = 0, reset_ = 0;
+  bool readback_due_ = false;   // an unreported parameter was touched: read it back
+  bool reconcile_due_ = false;  // the client's values changed under an attached server
+  uint32_t pins_ = 0;           // sql::PinReason bits: why it keeps its server
+  // The first failure of our own queries in this lending.
+  struct ProxyFailure {
+    ProxyQueryKind kind;
+    std::map<char, std::string> fields;
+  };
+  std::optional<ProxyFailure> proxy_failure_;
+  std::string after_message_;  // for the client, after the server message being handled
 
   // Server side.
   ServerConnPtr server_;
-  // Fifo, not std::deque: libstdc++'s deque allocates ~600 bytes when it is
-  // constructed, for each of these three, in every idle session.
-  Fifo<Pending> pending_;
-  Fifo<std::string> pending_names_;  // statement names of kParse / kSwallowParse items
-  int syncs_ = 0;                    // Query/Sync sent, ReadyForQuery not yet received
-  std::unordered_map<std::string, Statement> statements_;
-  // Framing state per direction: bytes of the current message still to pass
-  // through, and the start of a message split across reads.
-  size_t c_skip_ = 0, s_skip_ = 0;
-  bool s_drop_ = false;             // the message being skipped is swallowed, not forwarded
-  bool c_drop_ = false;             // the client message being skipped is dropped, not forwarded
-  bool c_skip_until_sync_ = false;  // after a made-up error, until the client's Sync
-  Fifo<std::string> synth_errors_;  // ErrorResponses of kSynthError items
-  std::string c_partial_, s_partial_;
-  bool release_ready_ = false;
-  bool checking_ = false;      // server_check_query is running on the attached server
-  bool check_failed_ = false;  // ... and answered with an error
+  RequestQueue queue_;
+  pgwire::MessageCursor client_cursor_;
+  pgwire::MessageCursor server_cursor_;
+  bool server_fatal_ = false;   // the server sent a FATAL (forwarded): it is about to close
+  uint64_t message_count_ = 0;  // client message headers seen (client_message_timeout)
+  uint64_t timed_message_ = 0;  // the message the timer runs for
   TimePoint xact_start_{};
   // Query time (SHOW STATS): from the first query sent while none ran to the
   // ReadyForQuery that answers the last one.

@@ -15,7 +15,7 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
 Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_size,
            int reserve_size, PoolMode mode, int* db_connection_count, std::mutex* db_mu,
            int max_db_connections, Millis server_lifetime, ServerDisposer dispose,
-           ServerMover mover)
+           ServerMover mover, const ParamCatalog* catalog)
     : database_(std::move(database)),
       user_(std::move(user)),
       mode_(mode),
@@ -27,20 +27,57 @@ Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_s
       max_db_connections_(max_db_connections),
       server_lifetime_(server_lifetime),
       dispose_(std::move(dispose)),
-      mover_(std::move(mover)) {}
+      mover_(std::move(mover)),
+      catalog_(catalog) {}
 
-void Pool::LendLocked(ServerConn* s, TimePoint now) {
-  s->lent_slot = lent_.size();
-  s->lent_since = now;
-  lent_.push_back(s);
+void Pool::ChangeServerStateLocked(ServerConn* s, ServerState to, TimePoint now) {
+  if (s->state == to) return;
+  if (s->state == ServerState::kActive) {  // off the lent list
+    size_t i = s->lent_slot;
+    if (i < lent_.size() && lent_[i] == s) {
+      lent_[i] = lent_.back();
+      lent_[i]->lent_slot = i;
+      lent_.pop_back();
+    }
+  }
+  switch (to) {
+    case ServerState::kActive:
+      s->lent_slot = lent_.size();
+      s->lent_since = now;
+      lent_.push_back(s);
+      break;
+    case ServerState::kIdle:
+      s->last_used = now;
+      break;
+    case ServerState::kClosed: {
+      std::lock_guard dl(*db_mu_);
+      --*db_count_;
+      break;
+    }
+  }
+  s->state = to;
 }
 
-void Pool::UnlendLocked(ServerConn* s) {
-  size_t i = s->lent_slot;
-  if (i >= lent_.size() || lent_[i] != s) return;
-  lent_[i] = lent_.back();
-  lent_[i]->lent_slot = i;
-  lent_.pop_back();
+void Pool::LearnParamsLocked(ServerConn& s) {
+  if (!server_params_)
+    server_params_ = std::make_shared<const std::map<std::string, std::string>>(s.login_params);
+  if (catalog_ == nullptr) return;
+  if (!defaults_) {
+    auto d = std::make_shared<ParamDefaults>(static_cast<size_t>(catalog_->size()));
+    for (int id = 0; id < catalog_->size(); ++id) {
+      auto it = s.login_params.find(catalog_->name(id));
+      if (it != s.login_params.end()) (*d)[static_cast<size_t>(id)] = it->second;
+    }
+    defaults_ = std::move(d);
+  }
+  // A login that differs from the first (ALTER ROLE ... SET meanwhile):
+  // its differences are this server's values.
+  s.params.Clear();
+  for (int id = 0; id < catalog_->size(); ++id) {
+    auto it = s.login_params.find(catalog_->name(id));
+    if (it != s.login_params.end())
+      s.params.Assign(id, it->second, (*defaults_)[static_cast<size_t>(id)]);
+  }
 }
 
 void Pool::Dispose(std::vector<ServerConnPtr>& servers) {
@@ -92,12 +129,11 @@ ServerConnPtr Pool::Acquire(int worker, uint64_t client_id, ServerCallback waite
       if (s->home < 0 && IdleConnectionBroken(s->fd)) {
         LOG_INFO(kLog, "server connection " << s->id << " to " << s->addr
                                             << " was closed while idle; dropping it");
-        std::lock_guard dl(*db_mu_);
-        --*db_count_;
+        ChangeServerStateLocked(s.get(), ServerState::kClosed, now);
         dropped.push_back(std::move(s));
         continue;
       }
-      LendLocked(s.get(), now);
+      ChangeServerStateLocked(s.get(), ServerState::kActive, now);
       got = std::move(s);
       break;
     }
@@ -138,7 +174,7 @@ void Pool::ServeWaiterLocked(ServerConnPtr server, TimePoint now, std::vector<Ha
   Waiter w = std::move(waiters_.front());
   waiters_.pop_front();
   stats_.wait_time_us += Micros(now - w.since);
-  LendLocked(server.get(), now);
+  ChangeServerStateLocked(server.get(), ServerState::kActive, now);
   handoffs->push_back({std::move(w.cb), std::move(server), w.worker});
 }
 
@@ -148,17 +184,12 @@ void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
   std::vector<ServerConnPtr> dropped;
   {
     std::lock_guard lock(mu_);
-    UnlendLocked(server.get());
-    server->last_used = now;
     if (now - server->created > server_lifetime_) server->broken = true;  // retire it now
     if (server->generation != generation_) server->broken = true;         // RELOAD moved the pool
     if (server->broken) {
       LOG_DEBUG(kLog, "closing server connection " << server->id);
+      ChangeServerStateLocked(server.get(), ServerState::kClosed, now);
       dropped.push_back(std::move(server));
-      {
-        std::lock_guard dl(*db_mu_);
-        --*db_count_;
-      }
       if (!waiters_.empty() && !paused_ && CanOpenLocked(reserve_open_)) {
         ++connecting_;
         std::lock_guard dl(*db_mu_);
@@ -166,8 +197,10 @@ void Pool::Release(ServerConnPtr server, TimePoint now, bool* open_new) {
         *open_new = true;
       }
     } else if (!waiters_.empty() && !paused_) {
+      server->last_used = now;
       ServeWaiterLocked(std::move(server), now, &handoffs);
     } else {
+      ChangeServerStateLocked(server.get(), ServerState::kIdle, now);
       idle_.push_back(std::move(server));
     }
   }
@@ -190,7 +223,8 @@ void Pool::OpenDone(Result<ServerConnPtr> result, TimePoint now, bool* open_new)
       s->generation = generation_;
       s->created = now;
       s->last_used = now;
-      if (!server_params_) server_params_ = s->params;
+      s->state = ServerState::kIdle;  // born idle (counted since the attempt began)
+      LearnParamsLocked(*s);
       if (!waiters_.empty() && !paused_)
         ServeWaiterLocked(std::move(s), now, &handoffs);
       else
@@ -226,10 +260,9 @@ int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
       bool broken = IdleConnectionBroken(s.fd);
       if (idle_expired || too_old || broken) {
         LOG_DEBUG(kLog, "closing idle server " << s.id << (broken ? " (closed by server)" : ""));
+        ChangeServerStateLocked(&s, ServerState::kClosed, now);
         dropped.push_back(std::move(*it));
         it = idle_.erase(it);
-        std::lock_guard dl(*db_mu_);
-        --*db_count_;
       } else {
         ++it;
       }
@@ -265,14 +298,14 @@ int Pool::Maintain(TimePoint now, const ProxyConfig& cfg) {
   return to_open;
 }
 
-void Pool::SetServerParams(const std::map<std::string, std::string>& params) {
-  std::lock_guard lock(mu_);
-  server_params_ = params;
-}
-
-std::optional<std::map<std::string, std::string>> Pool::server_params() const {
+std::shared_ptr<const std::map<std::string, std::string>> Pool::server_params() const {
   std::lock_guard lock(mu_);
   return server_params_;
+}
+
+std::shared_ptr<const ParamDefaults> Pool::defaults() const {
+  std::lock_guard lock(mu_);
+  return defaults_;
 }
 
 void Pool::SetTarget(ServerTarget target) {
@@ -307,11 +340,11 @@ std::vector<Pool::ServerInfo> Pool::servers() const {
   std::vector<ServerInfo> out;
   for (const ServerConn* s : lent_) {
     out.push_back(
-        {s->id, "active", s->addr, s->local_port, s->backend_pid, s->created, s->lent_since});
+        {s->id, s->state, s->addr, s->local_port, s->backend_pid, s->created, s->lent_since});
   }
   for (const auto& s : idle_) {
     out.push_back(
-        {s->id, "idle", s->addr, s->local_port, s->backend_pid, s->created, s->last_used});
+        {s->id, s->state, s->addr, s->local_port, s->backend_pid, s->created, s->last_used});
   }
   return out;
 }
@@ -325,7 +358,7 @@ void Pool::SetPaused(bool paused) {
     while (!paused_ && !waiters_.empty() && !idle_.empty()) {
       ServerConnPtr s = std::move(idle_.back());
       idle_.pop_back();
-      ServeWaiterLocked(std::move(s), now, &handoffs);
+      ServeWaiterLocked(std::move(s), now, &handoffs);  // changes its state
     }
   }
   Deliver(handoffs);
@@ -340,9 +373,11 @@ void Pool::CloseIdle() {
   std::vector<ServerConnPtr> dropped;
   {
     std::lock_guard lock(mu_);
-    std::lock_guard dl(*db_mu_);
-    *db_count_ -= static_cast<int>(idle_.size());
-    for (auto& s : idle_) dropped.push_back(std::move(s));
+    TimePoint now = std::chrono::steady_clock::now();
+    for (auto& s : idle_) {
+      ChangeServerStateLocked(s.get(), ServerState::kClosed, now);
+      dropped.push_back(std::move(s));
+    }
     idle_.clear();
   }
   Dispose(dropped);
@@ -381,9 +416,11 @@ void Pool::Reconfigure(const DatabaseConfig& db, int pool_size, int reserve_size
     }
     LOG_INFO(kLog, "pool " << database_ << "/" << user_ << ": now " << db.host << ":" << db.port
                            << "; closing the connections to the old server");
-    std::lock_guard dl(*db_mu_);
-    *db_count_ -= static_cast<int>(idle_.size());
-    for (auto& s : idle_) dropped.push_back(std::move(s));
+    TimePoint now = std::chrono::steady_clock::now();
+    for (auto& s : idle_) {
+      ChangeServerStateLocked(s.get(), ServerState::kClosed, now);
+      dropped.push_back(std::move(s));
+    }
     idle_.clear();
   }
   Dispose(dropped);
@@ -398,10 +435,9 @@ void Pool::CheckIdle(ServerConn* server) {
       if (IdleConnectionBroken(server->fd)) {
         LOG_INFO(kLog, "server connection " << server->id << " to " << server->addr
                                             << " was closed while idle; dropping it");
+        ChangeServerStateLocked(server, ServerState::kClosed, std::chrono::steady_clock::now());
         dropped.push_back(std::move(*it));
         idle_.erase(it);
-        std::lock_guard dl(*db_mu_);
-        --*db_count_;
       }
       break;
     }

@@ -31,6 +31,10 @@ struct PoolStats {
   std::atomic<uint64_t> wait_time_us{0};
   std::atomic<uint64_t> server_logins{0};
   std::atomic<uint64_t> server_login_failures{0};
+  // Transaction pooling: clients holding their server for their whole
+  // session now (state the proxy cannot carry), and how many ever did.
+  std::atomic<int64_t> pinned{0};
+  std::atomic<uint64_t> pinned_total{0};
 };
 
 // What a waiting client is handed: a server, or the reason there is none.
@@ -49,7 +53,7 @@ class Pool {
   Pool(std::string database, std::string user, DatabaseConfig db, int pool_size, int reserve_size,
        PoolMode mode, int* db_connection_count, std::mutex* db_mu, int max_db_connections,
        Millis server_lifetime = std::chrono::hours(1), ServerDisposer dispose = nullptr,
-       ServerMover mover = nullptr);
+       ServerMover mover = nullptr, const ParamCatalog* catalog = nullptr);
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
@@ -79,9 +83,12 @@ class Pool {
   // new connections to open.
   int Maintain(TimePoint now, const ProxyConfig& cfg);
 
-  // The credentials and parameters learned from logins, for new clients.
-  void SetServerParams(const std::map<std::string, std::string>& params);
-  std::optional<std::map<std::string, std::string>> server_params() const;
+  // What the first login reported (every reported parameter and the
+  // unreported tracked ones), for new clients' welcome; and the tracked
+  // parameters' values by id, which every server's and client's ParamSet is
+  // relative to. Null until a server has logged in.
+  std::shared_ptr<const std::map<std::string, std::string>> server_params() const;
+  std::shared_ptr<const ParamDefaults> defaults() const;
   void SetTarget(ServerTarget target);
   ServerTarget target() const;
   bool has_credentials() const;
@@ -94,7 +101,7 @@ class Pool {
   Counts counts(TimePoint now) const;
   struct ServerInfo {
     uint64_t id;
-    std::string state;  // active | idle | login
+    ServerState state;
     std::string addr;
     int local_port;
     int32_t pid;
@@ -124,8 +131,12 @@ class Pool {
     TimePoint since;
   };
   bool CanOpenLocked(bool use_reserve) const;
-  void LendLocked(ServerConn* s, TimePoint now);
-  void UnlendLocked(ServerConn* s);
+  // The one place a server's state changes: it keeps lent_ and the database's
+  // connection count in step (the idle list holds the idle ones by ownership:
+  // the caller moves the pointer in or out of idle_).
+  void ChangeServerStateLocked(ServerConn* s, ServerState to, TimePoint now);
+  // The first login fixes the pool's parameter defaults.
+  void LearnParamsLocked(ServerConn& s);
   void Dispose(std::vector<ServerConnPtr>& servers);
   // Hands `server` to the first waiter (lock held; the callback runs after unlock).
   struct Handoff {
@@ -155,13 +166,15 @@ class Pool {
   // Servers lent to clients (each knows its index here); guarded by mu_. Only
   // their fields fixed at login, and lent_since, are read through it.
   std::vector<ServerConn*> lent_;
-  int connecting_ = 0;                                               // guarded by mu_
-  bool reserve_open_ = false;                                        // guarded by mu_
-  bool paused_ = false;                                              // guarded by mu_
-  std::deque<Waiter> waiters_;                                       // guarded by mu_
-  std::optional<std::map<std::string, std::string>> server_params_;  // guarded by mu_
-  ServerTarget target_;                                              // guarded by mu_
-  bool has_credentials_ = false;                                     // guarded by mu_
+  int connecting_ = 0;                                                       // guarded by mu_
+  bool reserve_open_ = false;                                                // guarded by mu_
+  bool paused_ = false;                                                      // guarded by mu_
+  std::deque<Waiter> waiters_;                                               // guarded by mu_
+  const ParamCatalog* const catalog_;                                        // may be null (tests)
+  std::shared_ptr<const std::map<std::string, std::string>> server_params_;  // guarded by mu_
+  std::shared_ptr<const ParamDefaults> defaults_;                            // guarded by mu_
+  ServerTarget target_;                                                      // guarded by mu_
+  bool has_credentials_ = false;                                             // guarded by mu_
 };
 
 }  // namespace pgwarden::proxy

@@ -185,7 +185,13 @@ void ServerConn::OnIo(uint32_t events) {
 // ---------------------------------------------------------------- Proxy
 
 Proxy::Proxy(config::Config cluster, ProxyConfig cfg)
-    : cluster_(std::move(cluster)), cfg_(std::make_shared<const ProxyConfig>(std::move(cfg))) {}
+    : cluster_(std::move(cluster)),
+      cfg_(std::make_shared<const ProxyConfig>(std::move(cfg))),
+      params_(std::make_unique<const ParamCatalog>(cfg_->track_extra_parameters)) {
+  unsigned char secret[32];
+  RAND_bytes(secret, sizeof secret);
+  mock_secret_.assign(reinterpret_cast<const char*>(secret), sizeof secret);
+}
 
 Proxy::~Proxy() {
   {
@@ -281,7 +287,8 @@ void Proxy::Shutdown() {
       std::lock_guard lock(clients_mu_);
       for (const auto& [id, c] : clients_) {
         std::lock_guard l(c->mu);
-        busy = busy || c->state == "active" || c->state == "waiting";
+        busy = busy || c->state == ClientState::kActive || c->state == ClientState::kPreparing ||
+               c->state == ClientState::kWaiting || c->state == ClientState::kResetting;
       }
     }
     if (!busy) break;
@@ -329,6 +336,8 @@ Status Proxy::Reload() {
   fresh.client_tls = old->client_tls;
   keep(SameTls(fresh.server_tls, old->server_tls), "server_tls");
   fresh.server_tls = old->server_tls;
+  keep(fresh.track_extra_parameters == old->track_extra_parameters, "track_extra_parameters");
+  fresh.track_extra_parameters = old->track_extra_parameters;
 
   std::map<std::string, pgwire::UserCredential> users;
   if (!fresh.auth_file.empty()) {
@@ -380,7 +389,7 @@ Pool* Proxy::FindOrCreatePool(const std::string& database, const std::string& us
       database, user, d, size, cfg->reserve_pool_size, mode, &db_connections_[database], &db_mu_,
       cfg->max_db_connections, cfg->server_lifetime,
       [this](ServerConnPtr s) { DisposeServer(std::move(s)); },
-      [this](ServerConn& s, int to) { MoveServer(s, to); });
+      [this](ServerConn& s, int to) { MoveServer(s, to); }, params_.get());
   Pool* p = pool.get();
   pools_[key] = std::move(pool);
   return p;
@@ -412,8 +421,8 @@ void Proxy::OpenServer(Pool* pool) {
   auto cfg = config();
   RunOnConnector([this, pool, cfg] {
     ServerTarget t = pool->target();
-    auto r =
-        LoginServer(t, cfg->server_connect_timeout, server_tls_.get(), cfg->server_tls.sslmode);
+    auto r = LoginServer(t, cfg->server_connect_timeout, server_tls_.get(), cfg->server_tls.sslmode,
+                         params_.get());
     if (!r.ok()) {
       LOG_WARN(kLog, "server login to " << t.host << ":" << t.port << " as " << t.user
                                         << " failed: " << r.status().message());
@@ -529,6 +538,33 @@ bool Proxy::IsStatsUser(const std::string& user) const {
   return false;
 }
 
+void Proxy::LogFailedLogin(std::string_view user, std::string_view database,
+                           std::string_view address, std::string_view why) {
+  uint64_t dropped = 0;
+  {
+    std::lock_guard lock(login_log_mu_);
+    TimePoint now = std::chrono::steady_clock::now();
+    if (now - login_log_second_ >= std::chrono::seconds(1)) {
+      login_log_second_ = now;
+      login_log_count_ = 0;
+    }
+    if (login_log_count_ >= kFailedLoginLogsPerSecond) {
+      ++login_log_dropped_;
+      return;
+    }
+    ++login_log_count_;
+    dropped = login_log_dropped_;
+    login_log_dropped_ = 0;
+  }
+  LOG_WARN(kLog,
+           "failed login: user \""
+               << user << "\" database \"" << database << "\" from " << address << ": " << why
+               << (dropped ? " (and " + std::to_string(dropped) + " more failed logins not logged)"
+                           : std::string()));
+}
+
+void Proxy::LogLoginProblem(const std::string& message) { LOG_WARN(kLog, message); }
+
 std::shared_ptr<ClientInfo> Proxy::RegisterClient() {
   auto info = std::make_shared<ClientInfo>();
   info->id = next_client_id_++;
@@ -577,7 +613,7 @@ void Proxy::Cancel(int32_t pid, int32_t key) {
     }
     auto& c = clients_[it->second];
     std::lock_guard l(c->mu);
-    if (c->state != "active") return;  // nothing running: nothing to cancel
+    if (c->state != ClientState::kActive) return;  // nothing running: nothing to cancel
     host = c->server_host;
     port = c->server_port;
     spid = c->server_pid;
@@ -673,7 +709,7 @@ std::string Proxy::MetricsText() const {
   std::map<std::string, int> states;
   for (const auto& c : Clients()) {
     std::lock_guard l(c->mu);
-    states[c->state]++;
+    states[ClientStateName(c->state)]++;
   }
   m << "# HELP pgwarden_proxy_clients Client connections by state.\n"
     << "# TYPE pgwarden_proxy_clients gauge\n";
@@ -701,7 +737,7 @@ std::string Proxy::MetricsText() const {
   }
   m << "# HELP pgwarden_proxy_servers Server connections by pool and state.\n"
     << "# TYPE pgwarden_proxy_servers gauge\n";
-  std::ostringstream xact, query, recv, sent, wait, waiting;
+  std::ostringstream xact, query, recv, sent, wait, waiting, pinned;
   for (auto* p : Pools()) {
     auto c = p->counts(now);
     std::string labels = "database=\"" + p->database() + "\",user=\"" + p->user() + "\"";
@@ -717,6 +753,7 @@ std::string Proxy::MetricsText() const {
     wait << "pgwarden_proxy_wait_seconds_total{" << labels << "} " << st.wait_time_us.load() / 1e6
          << "\n";
     waiting << "pgwarden_proxy_waiting_clients{" << labels << "} " << c.waiting << "\n";
+    pinned << "pgwarden_proxy_pinned_clients{" << labels << "} " << st.pinned.load() << "\n";
   }
   m << "# TYPE pgwarden_proxy_transactions_total counter\n"
     << xact.str() << "# TYPE pgwarden_proxy_queries_total counter\n"
@@ -724,7 +761,11 @@ std::string Proxy::MetricsText() const {
     << recv.str() << "# TYPE pgwarden_proxy_sent_bytes_total counter\n"
     << sent.str() << "# TYPE pgwarden_proxy_wait_seconds_total counter\n"
     << wait.str() << "# TYPE pgwarden_proxy_waiting_clients gauge\n"
-    << waiting.str();
+    << waiting.str()
+    << "# HELP pgwarden_proxy_pinned_clients Transaction-pooled clients holding their server "
+       "connection for their whole session (state the proxy cannot carry).\n"
+    << "# TYPE pgwarden_proxy_pinned_clients gauge\n"
+    << pinned.str();
   return m.str();
 }
 

@@ -21,8 +21,11 @@
 #include "net/event_loop.h"
 #include "net/http_server.h"
 #include "pgwire/userlist.h"
+#include "proxy/client_state.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_config.h"
+#include "proxy/requests.h"
+#include "proxy/session_params.h"
 #include "proxy/tls.h"
 
 namespace pgwarden::proxy {
@@ -38,7 +41,10 @@ struct ClientInfo {
   std::string user, database, application_name;
   std::string addr;
   int port = 0;
-  std::string state;  // login | idle | waiting | active
+  ClientState state = ClientState::kLogin;
+  // Why the client keeps its server connection for its whole session (empty:
+  // it does not; transaction pooling only).
+  std::string pinned;
   TimePoint connect_time;
   TimePoint request_time;
   int32_t cancel_pid = 0, cancel_key = 0;  // what the client got in BackendKeyData
@@ -179,6 +185,19 @@ class Proxy {
   // only SHOW commands.
   bool IsAdmin(const std::string& user) const;
   bool IsStatsUser(const std::string& user) const;
+  // The tracked session parameters (fixed at start).
+  const ParamCatalog& params() const { return *params_; }
+  // Proxy-wide generations of prepared statement texts.
+  StatementRegistry& statements() { return statements_; }
+  // The per-process secret behind mock authentication's stable salts.
+  const std::string& mock_secret() const { return mock_secret_; }
+  // A failed login: user, database, client address and why, rate-limited to
+  // kFailedLoginLogsPerSecond lines a second (the rest are counted and
+  // reported with the next line that is written).
+  void LogFailedLogin(std::string_view user, std::string_view database, std::string_view address,
+                      std::string_view why);
+  void LogLoginProblem(const std::string& message);
+  static constexpr int kFailedLoginLogsPerSecond = 10;
 
   // Client registry (admin console, cancel, limits).
   std::shared_ptr<ClientInfo> RegisterClient();
@@ -251,6 +270,13 @@ class Proxy {
   // Last measured load per worker, for metrics (any thread).
   std::unique_ptr<std::atomic<double>[]> busy_shown_;
   std::atomic<bool> shutting_down_{false};
+  std::unique_ptr<const ParamCatalog> params_;
+  StatementRegistry statements_;
+  std::string mock_secret_;
+  std::mutex login_log_mu_;
+  TimePoint login_log_second_{};    // guarded by login_log_mu_
+  int login_log_count_ = 0;         // guarded by login_log_mu_
+  uint64_t login_log_dropped_ = 0;  // guarded by login_log_mu_
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   bool done_ = false;  // guarded by done_mu_

@@ -1,6 +1,9 @@
 // Parsing and validation of the `proxy:` section.
 #include "proxy/proxy_config.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
@@ -350,7 +353,17 @@ class Parser {
         Scalar(v, p, &out_.auth_query);
       else if (k == "auth_user")
         Scalar(v, p, &out_.auth_user);
-      else if (k == "admin_users")
+      else if (k == "track_extra_parameters" || k == "ignore_startup_parameters") {
+        std::vector<std::string> names = List(v, p);
+        for (const auto& n : names) {
+          bool ok = !n.empty() && std::all_of(n.begin(), n.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+          });
+          if (!ok) Bad(v, p, "expected parameter names, got '" + n + "'");
+        }
+        (k == "track_extra_parameters" ? out_.track_extra_parameters
+                                       : out_.ignore_startup_parameters) = std::move(names);
+      } else if (k == "admin_users")
         out_.admin_users = List(v, p);
       else if (k == "stats_users")
         out_.stats_users = List(v, p);

@@ -83,7 +83,18 @@ struct ProxyConfig {
   Seconds client_message_timeout{30 * 1000};
   Seconds server_connect_timeout{15 * 1000};
   Seconds shutdown_timeout{30 * 1000};  // SIGTERM: how long transactions may finish
+  // Session mode, and a transaction-mode client that kept its server: run when
+  // the client leaves; a server whose reset fails is closed. Empty: the
+  // server is closed instead (never handed to another client unreset).
   std::string server_reset_query = "DISCARD ALL";
+  // Parameters PostgreSQL does not report that are still carried from one
+  // server connection to the next (PgBouncer's track_extra_parameters); a
+  // client that SETs any other unreported parameter keeps its server.
+  std::vector<std::string> track_extra_parameters = {
+      "search_path", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+      "extra_float_digits"};
+  // Startup parameters dropped without an error (any other untracked one is refused).
+  std::vector<std::string> ignore_startup_parameters;
   std::string server_check_query = "select 1";
   Seconds server_check_delay{30 * 1000};
   uint32_t max_packet_size = 256u << 20;  // bytes of one protocol message

@@ -203,8 +203,51 @@ ServerConn::~ServerConn() {
   if (fd >= 0) ::close(fd);
 }
 
+const char* ServerStateName(ServerState s) {
+  switch (s) {
+    case ServerState::kIdle:
+      return "idle";
+    case ServerState::kActive:
+      return "active";
+    case ServerState::kClosed:
+      return "closed";
+  }
+  return "?";
+}
+
+namespace {
+
+// Reads the unreported tracked parameters after login (a simple query).
+Status ReadParameters(LoginSocket& s, const ParamCatalog& catalog,
+                      std::map<std::string, std::string>* out) {
+  std::string q;
+  pgwire::AppendQuery(q, catalog.readback_query());
+  PGW_RETURN_IF_ERROR(s.SendAll(q));
+  pgwire::Header h;
+  std::string body;
+  Status result = PgUnavailable("no answer to reading the session parameters");
+  for (;;) {
+    PGW_RETURN_IF_ERROR(s.ReadMessage(&h, &body));
+    if (h.type == 'D') {
+      std::vector<std::string> values;
+      if (!ParseDataRow(body, &values) || values.size() != catalog.unreported().size())
+        return PgUnavailable("malformed answer to reading the session parameters");
+      for (size_t i = 0; i < values.size(); ++i)
+        (*out)[catalog.name(catalog.unreported()[i])] = values[i];
+      result = Status::Ok();
+    } else if (h.type == 'E') {
+      result = PgUnavailable("reading the session parameters failed: " + ServerError(body));
+    } else if (h.type == 'Z') {
+      return result;
+    }
+  }
+}
+
+}  // namespace
+
 Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::milliseconds timeout,
-                                  const TlsContext* tls, const std::string& sslmode) {
+                                  const TlsContext* tls, const std::string& sslmode,
+                                  const ParamCatalog* catalog) {
   LoginSocket s(Clk::now() + timeout);
   PGW_RETURN_IF_ERROR(s.Connect(t.host, t.port));
   std::string out;
@@ -230,8 +273,7 @@ Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::millisecon
       return PgUnavailable("unexpected answer to SSLRequest from the server");
     }
   }
-  pgwire::AppendStartupMessage(
-      out, {{"user", t.user}, {"database", t.database}, {"application_name", t.application_name}});
+  pgwire::AppendStartupMessage(out, {{"user", t.user}, {"database", t.database}});
   PGW_RETURN_IF_ERROR(s.SendAll(out));
   auto conn = std::make_unique<ServerConn>();
   std::optional<pgwire::ScramClient> scram;
@@ -290,7 +332,7 @@ Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::millisecon
       case 'S': {
         std::string_view name, value;
         if (pgwire::ReadCString(body, &pos, &name) && pgwire::ReadCString(body, &pos, &value)) {
-          conn->params[std::string(name)] = std::string(value);
+          conn->login_params[std::string(name)] = std::string(value);
         }
         break;
       }
@@ -304,6 +346,8 @@ Result<ServerConnPtr> LoginServer(const ServerTarget& t, std::chrono::millisecon
         break;
       case 'Z':
         if (s.HasBufferedInput()) return PgUnavailable("server sent data after ReadyForQuery");
+        if (catalog != nullptr && !catalog->readback_query().empty())
+          PGW_RETURN_IF_ERROR(ReadParameters(s, *catalog, &conn->login_params));
         conn->id = g_next_server_id++;
         conn->tls = s.TakeTls();
         conn->fd = s.release();

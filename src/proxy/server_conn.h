@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "net/event_loop.h"
+#include "proxy/session_params.h"
 #include "proxy/tls.h"
 
 namespace pgwarden::proxy {
@@ -31,8 +32,16 @@ struct ServerTarget {
   std::string password;
   std::string scram_client_key;
   std::string scram_server_key;
-  std::string application_name = "pgwarden";
 };
+
+// Where a server connection is; changed only by Pool::ChangeServerState(),
+// which moves it between the pool's lists.
+enum class ServerState : uint8_t {
+  kIdle,    // in its pool's idle list, owned by the pool
+  kActive,  // lent to a client session, which owns it
+  kClosed,  // dropped: closed on the thread of the worker it is registered with
+};
+const char* ServerStateName(ServerState s);
 
 // State of a server connection: owned by its Pool while idle and by one client
 // session while lent. Only the thread of the owner touches it; the fields
@@ -56,8 +65,14 @@ struct ServerConn final : net::IoHandler {
   Pool* pool = nullptr;
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
-  std::map<std::string, std::string> params;  // values the server reported (ParameterStatus)
-  std::unordered_set<std::string> prepared;   // proxy statement names prepared here
+  ServerState state = ServerState::kIdle;  // guarded by the pool's mutex while in the pool
+  // At login: every reported parameter and the unreported tracked ones.
+  std::map<std::string, std::string> login_params;
+  // The tracked parameters where this session differs from the pool's
+  // defaults (kept by the session holding it).
+  ParamSet params;
+  uint64_t last_client = 0;                  // the client that used it last (0: none yet)
+  std::unordered_set<std::string> prepared;  // proxy statement names prepared here
   TimePoint created;
   TimePoint last_used;
   bool used = false;        // has served a client (fresh logins are not checked)
@@ -79,9 +94,13 @@ using ServerConnPtr = std::unique_ptr<ServerConn>;
 // fd is non-blocking. PgUnavailable with the server's message on failure.
 // With `tls` (sslmode allow/prefer/require/verify-*), TLS is asked for first;
 // "require" and "verify-*" fail when the server declines it.
+// After the login the unreported parameters of `catalog` are read into
+// login_params (one more round trip). No application_name is sent: clients
+// that set none see the server's default.
 Result<ServerConnPtr> LoginServer(const ServerTarget& target, std::chrono::milliseconds timeout,
                                   const TlsContext* tls = nullptr,
-                                  const std::string& sslmode = "disable");
+                                  const std::string& sslmode = "disable",
+                                  const ParamCatalog* catalog = nullptr);
 
 // Sends a CancelRequest for (pid, key) to host:port (blocking, bounded).
 Status SendCancel(const std::string& host, uint16_t port, int32_t pid, int32_t key,

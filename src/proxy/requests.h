@@ -1,0 +1,210 @@
+// What a server owes a client, in order, and the client's prepared statements as server statements.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/fifo.h"
+#include "pgwire/message.h"
+#include "sql/session_effects.h"
+
+namespace pgwarden::proxy {
+
+struct ServerConn;
+
+// Proxy-wide: the current generation of each statement text. A shared server
+// statement whose result type changed (a schema change) cannot be used again
+// under its name; the next generation's name is prepared afresh. Thread-safe.
+class StatementRegistry {
+ public:
+  uint32_t Current(uint64_t key) const;
+  // Moves `key` past generation `seen` (once, however many sessions report it).
+  uint32_t Retire(uint64_t key, uint32_t seen);
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, uint32_t> generation_;  // guarded by mu_; absent: 0
+};
+
+// A query the proxy sends on its own behalf; everything it returns is
+// swallowed, its rows and errors go to the session.
+enum class ProxyQueryKind : uint8_t {
+  kCheck,             // server_check_query before lending an idle server
+  kParams,            // set_config() / RESET making the server's parameters the client's
+  kReadback,          // current_setting() of the unreported tracked parameters
+  kReset,             // server_reset_query before the server goes back to its pool
+  kDiscardSequences,  // DISCARD SEQUENCES before a currval() on a server another client used
+};
+struct ProxyQuery {
+  ProxyQueryKind kind = ProxyQueryKind::kCheck;
+  std::vector<int> columns;  // kParams / kReadback: the parameter id of each column of its row
+  bool failed = false;       // it answered with an ErrorResponse
+};
+
+// The extended-protocol bookkeeping of one client session: the responses its
+// server owes in order (what to forward, swallow or answer ourselves), and in
+// transaction pooling the client's named statements, prepared under
+// proxy-wide names on whichever server it gets (PgBouncer's prepare.c).
+// Socket-free: messages in, bytes out, events to the Observer. Owned by the
+// client session, used on its thread only.
+class RequestQueue {
+ public:
+  // What the session learns from the traffic.
+  class Observer {
+   public:
+    virtual ~Observer() = default;
+    // A statement about to be sent (a Query, or the Bind of a prepared one)
+    // has these effects on the session; called before its bytes are queued,
+    // so the observer may queue a proxy query in front of it.
+    virtual void OnEffects(const sql::SessionEffects& effects) = 0;
+    // ReadyForQuery; `ours`: it ends a proxy query.
+    virtual void OnReady(char txn_status, bool ours) = 0;
+    virtual void OnParameterStatus(std::string_view name, std::string_view value, bool ours) = 0;
+    // CommandComplete of a client statement.
+    virtual void OnCommandTag(std::string_view tag) = 0;
+    // An ErrorResponse forwarded to the client (FATAL ends the session).
+    virtual void OnClientError(const std::map<char, std::string>& fields) = 0;
+    // The row, error and end of a proxy query.
+    virtual void OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) = 0;
+    virtual void OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) = 0;
+    virtual void OnProxyDone(const ProxyQuery& q) = 0;
+    // The batch of client messages `bytes` failed only because a server
+    // statement shared with other clients went stale; nothing of it reached
+    // the client. The session sends `bytes` again as if the client had.
+    virtual void Replay(std::string bytes) = 0;
+  };
+
+  RequestQueue(Observer& observer, StatementRegistry& registry)
+      : observer_(observer), registry_(registry) {}
+
+  // The server whose responses are tracked now (nullptr: none).
+  void Attach(ServerConn* server);
+  // The server is gone or given back: forgets what it owed.
+  void Detach();
+
+  // The session's standard_conforming_strings (how the parser reads backslashes).
+  void set_standard_conforming_strings(bool on) { scs_ = on; }
+
+  // Nothing is owed and no extended-protocol batch is open (the server can be
+  // given back or reset).
+  bool Idle() const { return pending_.empty() && syncs_ == 0 && !batch_open_; }
+  // Query / Sync sent and not yet answered by ReadyForQuery.
+  int syncs() const { return syncs_; }
+  bool empty() const { return pending_.empty(); }
+  // The last request waits for its answer (a Sync or a Query is queued last).
+  bool EndsWithSync() const;
+  // Extended-protocol messages were sent since the last Sync.
+  bool batch_open() const { return batch_open_; }
+  // A proxy query of this kind is queued and not yet answered.
+  bool Awaiting(ProxyQueryKind kind) const;
+  // Nothing of the client's has been sent in this lending yet.
+  bool fresh() const { return fresh_; }
+
+  // --- client → server
+  // Which client messages are handed over whole (the rest stream through).
+  static bool TakeWhole(char type, bool transaction_pooling);
+  // A whole client message; what goes to the server is appended to
+  // *to_server (rewritten statement names in transaction pooling, or
+  // nothing when the proxy answers it). False: malformed.
+  bool FromClient(const pgwire::Header& h, std::string_view msg, bool transaction_pooling,
+                  std::string* to_server);
+  // A client message passed through in pieces; `h` is its header.
+  void FromClientStreamed(const pgwire::Header& h);
+  // A proxy query, queued in front of what comes after.
+  void AddProxyQuery(ProxyQuery q, std::string_view sql, std::string* to_server);
+
+  // --- server → client
+  // Which server messages the session must hand over whole now.
+  bool WantWhole(char type) const;
+  // A server message begins (`whole` holds it for the types WantWhole named).
+  // Synthetic answers due before it are appended to *to_client. Returns true
+  // when the message goes on to the client (the caller forwards it: `whole`
+  // is not appended here), false when it is swallowed.
+  bool FromServer(const pgwire::Header& h, std::string_view whole, std::string* to_client);
+
+  // The client's statements (transaction pooling).
+  void ForgetStatements() { statements_.clear(); }
+  size_t statement_count() const { return statements_.size(); }
+
+ private:
+  // An expected response, in the order the server will answer.
+  enum class Expect : uint8_t {
+    kParse,         // a client Parse forwarded: ParseComplete ends it
+    kBind,          // BindComplete
+    kDescribe,      // ParameterDescription? then RowDescription / NoData
+    kClose,         // CloseComplete
+    kExecute,       // CommandComplete / EmptyQueryResponse / PortalSuspended
+    kSync,          // ReadyForQuery
+    kQuery,         // a simple query or function call: everything up to ReadyForQuery
+    kSynthParse,    // Parse skipped (prepared there already): we send ParseComplete
+    kSynthClose,    // Close of a statement the server keeps for others: CloseComplete
+    kSynthError,    // an error we answer ourselves (a statement name in use)
+    kSwallowParse,  // a Parse of ours (a statement prepared on a new server)
+    kProxyQuery,    // a query of ours, up to its ReadyForQuery (see proxy_queries_)
+  };
+  // The statement a Parse creates, for its completion or failure.
+  struct ParseNote {
+    std::string server_name;  // what the server prepares ("" for the unnamed one)
+    std::string client_name;  // the client's name, when it is the client's Parse
+  };
+  struct Statement {
+    std::string server_name;  // proxy-wide: "pgw_<hash>_<len>[_g<generation>]"
+    std::string parse_tail;   // the Parse body after the name (query text, types)
+    uint64_t key = 0;         // hash of parse_tail: the registry's key
+    uint32_t generation = 0;
+    uint64_t prepared_by = 0;  // the server connection the client's own Parse prepared it on
+    std::unique_ptr<sql::SessionEffects> effects;  // null: none
+  };
+
+  bool ClientParse(std::string_view name, std::string_view tail, std::string_view msg,
+                   bool transaction_pooling, std::string* to_server);
+  void EnsurePrepared(Statement& st, std::string* to_server);
+  void AnnounceEffects(std::string_view query);
+  void EmitSynthetic(std::string* to_client);
+  void OnError(const std::map<char, std::string>& fields, bool ours);
+  // A stale shared statement failed the batch: remaps the client's statement
+  // to a fresh generation, and true when the batch is to be replayed.
+  bool RetryStale();
+  // The first expected response the server (not the proxy) will send.
+  Expect FirstAnswered() const;
+  void Push(Expect e) {
+    pending_.push_back(e);
+    if (e == Expect::kSync || e == Expect::kQuery || e == Expect::kProxyQuery) ++syncs_;
+  }
+
+  Observer& observer_;
+  StatementRegistry& registry_;
+  ServerConn* server_ = nullptr;
+  // Fifo, not std::deque: libstdc++'s deque allocates ~600 bytes when it is
+  // constructed, in every idle session.
+  Fifo<Expect> pending_;
+  Fifo<ParseNote> parses_;          // one per kParse / kSwallowParse
+  Fifo<std::string> synth_errors_;  // one per kSynthError
+  Fifo<ProxyQuery> proxy_queries_;  // one per kProxyQuery
+  Fifo<std::string> bind_names_;    // one per kBind / kDescribe: the client's statement name
+  int syncs_ = 0;                   // Query / Sync / proxy queries not yet answered
+  bool batch_open_ = false;         // extended messages sent since the last Sync
+  bool skip_until_sync_ = false;    // after an error we made up: drop up to the client's Sync
+  bool fresh_ = true;               // nothing of the client's sent in this lending
+  std::unordered_map<std::string, Statement> statements_;  // by the client's name
+  std::unique_ptr<sql::SessionEffects> unnamed_effects_;   // of the last unnamed Parse
+  // Replaying a batch that failed on a stale shared statement: the client's
+  // messages of the open batch as it sent them, while the batch may still be
+  // replayed (it began outside a transaction block, nothing of it has reached
+  // the client, nothing was sent after it).
+  std::string replay_;
+  bool replayable_ = false;
+  std::vector<std::string> batch_names_;  // client names the batch's Parses registered
+  bool retrying_ = false;                 // swallowing the failed batch up to its ReadyForQuery
+  bool no_replay_next_ = false;           // the next batch is a replay: not replayed again
+  char txn_status_ = 'I';                 // as of the last ReadyForQuery
+  bool scs_ = true;                       // standard_conforming_strings, for the parser
+};
+
+}  // namespace pgwarden::proxy
