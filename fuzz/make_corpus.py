@@ -121,6 +121,11 @@ SYNC = msg(b"S")
 TERMINATE = msg(b"X")
 
 
+def startup31(params):
+    body = struct.pack("!I", 196609) + b"".join(cstr(k) + cstr(v) for k, v in params) + b"\0"
+    return struct.pack("!I", 4 + len(body)) + body
+
+
 def client(user, database, *rest, chunking=0):
     return bytes([chunking]) + startup([(b"user", user), (b"database", database)]) + b"".join(rest)
 
@@ -157,6 +162,21 @@ proxy_seeds = {
     "huge-message": client(b"app", b"db", b"Q" + struct.pack("!I", 1 << 20) + b"SELECT"),
     "bad-type": client(b"app", b"db", msg(b"z", b"junk"), TERMINATE),
     "function-call": client(b"app", b"db", msg(b"F", struct.pack("!IhhIh", 1, 0, 0, 0, 0)), TERMINATE),
+    # Session state: tracked parameters, what pins a client, what resets it.
+    "session-state": client(b"app", b"db", query(b"SET search_path = pg_catalog, public; SET TimeZone = 'UTC'"),
+                            query(b"SELECT set_config('statement_timeout', '5s', false)"), query(b"RESET ALL"),
+                            query(b"CREATE TEMP TABLE tt (a int)"), query(b"LISTEN ch"),
+                            query(b"SELECT pg_advisory_lock(1)"), query(b"DISCARD ALL"),
+                            query(b"SELECT currval('s')"), TERMINATE, chunking=11),
+    "prepared-effects": client(b"app", b"db", parse(b"r", b"RESET search_path"), bind(b"", b"r"), execute(b""),
+                               SYNC, parse(b"w", b"SET work_mem = '1MB'"), bind(b"", b"w"), execute(b""), SYNC,
+                               TERMINATE),
+    "startup-options": bytes([0]) + startup([(b"user", b"app"), (b"database", b"db"),
+                                             (b"options", b"-c statement_timeout=3s --search-path=x"),
+                                             (b"application_name", b"caf\xc3\xa9")]) + query(b"SHOW search_path"),
+    "protocol-3.1": bytes([0]) + startup31([(b"user", b"app"), (b"database", b"db"), (b"_pq_.fut", b"1")]) +
+    query(b"SELECT 1"),
+    "terminate-first": bytes([0]) + TERMINATE,
 }
 
 corpus_proxy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus-proxy")

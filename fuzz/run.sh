@@ -4,6 +4,8 @@
 # Usage: fuzz/run.sh [SECONDS] [TARGET]   (default 30 s, target pgwire)
 #   pgwire  src/pgwire: framing, startup packets, error fields, SCRAM, secrets, auth_file
 #           (fuzz/pgwire_fuzz.cpp, seeds in fuzz/corpus)
+#   sql     src/sql: the prefilter never waves through SQL in which the parser finds
+#           session effects (fuzz/sql_fuzz.cpp, seeds in fuzz/corpus-sql)
 #   proxy   the proxy's client session state machine in an in-process proxy in front of
 #           a real PostgreSQL, which this script starts with `pgwarden up --nodes 1` and
 #           stops again (fuzz/proxy_fuzz.cpp, seeds in fuzz/corpus-proxy)
@@ -16,8 +18,9 @@ set -euo pipefail
 
 seconds=${1:-30}
 target=${2:-pgwire}
-if ! [[ "$seconds" =~ ^[0-9]+$ ]] || ((seconds < 1)) || [[ $target != pgwire && $target != proxy ]]; then
-  echo "usage: $0 [SECONDS] [pgwire|proxy]" >&2
+if ! [[ "$seconds" =~ ^[0-9]+$ ]] || ((seconds < 1)) ||
+  [[ $target != pgwire && $target != proxy && $target != sql ]]; then
+  echo "usage: $0 [SECONDS] [pgwire|sql|proxy]" >&2
   exit 2
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +37,13 @@ if [[ $target == pgwire ]]; then
   libs=(-lcrypto)
   corpus=$root/fuzz/corpus
   dict=(-dict="$root/fuzz/pgwire.dict")
+  per_input_timeout=5
+elif [[ $target == sql ]]; then
+  dirs=(sql)
+  extra=()
+  libs=(-lpg_query)
+  corpus=$root/fuzz/corpus-sql
+  dict=(-dict="$root/fuzz/sql.dict")
   per_input_timeout=5
 else
   dirs=(common config net pg pgwire sql proxy)

@@ -139,8 +139,6 @@ void RequestQueue::AnnounceEffects(std::string_view query) {
 
 bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
                               bool transaction_pooling, std::string* to_server) {
-  std::string_view body = msg.substr(5);
-  size_t pos = 0;
   const bool extended = h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C' ||
                         h.type == 'E' || h.type == 'S' || h.type == 'H';
   if (extended && transaction_pooling) {
@@ -155,7 +153,15 @@ bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
     replayable_ = false;  // sent behind the batch: it cannot be sent again in order
   }
   if (skip_until_sync_ && h.type != 'S') return true;  // the protocol drops them after an error
-  fresh_ = false;
+  bool ok = ForwardClientMessage(h, msg, transaction_pooling, to_server);
+  fresh_ = false;  // after the observer heard of the message's effects
+  return ok;
+}
+
+bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_view msg,
+                                        bool transaction_pooling, std::string* to_server) {
+  std::string_view body = msg.substr(5);
+  size_t pos = 0;
   switch (h.type) {
     case 'Q': {
       std::string_view sql = body.substr(0, body.find('\0'));

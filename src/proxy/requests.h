@@ -162,6 +162,9 @@ class RequestQueue {
     std::unique_ptr<sql::SessionEffects> effects;  // null: none
   };
 
+  // FromClient past the replay bookkeeping: the message itself.
+  bool ForwardClientMessage(const pgwire::Header& h, std::string_view msg, bool transaction_pooling,
+                            std::string* to_server);
   bool ClientParse(std::string_view name, std::string_view tail, std::string_view msg,
                    bool transaction_pooling, std::string* to_server);
   void EnsurePrepared(Statement& st, std::string* to_server);

@@ -283,6 +283,29 @@ TEST_F(ProxyBadInputTest, SenderStallingMidMessageIsClosedAfterTheMessageTimeout
   EXPECT_GE(waited, std::chrono::milliseconds(1500)) << "closed before the timeout";
 }
 
+// Regression: client_message_timeout restarted on every byte, so a client
+// dripping one byte at a time held a server inside its message for ever.
+TEST_F(ProxyBadInputTest, DrippingSenderIsClosedAfterTheMessageTimeout) {
+  std::string err;
+  PqConn c = OpenPq(proxy_->Conninfo(), &err);
+  ASSERT_TRUE(c) << err;
+  ASSERT_EQ(PqExec(c.get(), "SELECT 1").value, "1");
+  int fd = PQsocket(c.get());
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(SendAll(fd, "Q" + Int32(104) + std::string(10, 'x')));
+  ReadOutcome r;
+  // One more byte every 300 ms (the timeout is 2 s), for at most 8 s.
+  for (int i = 0; i < 26 && !r.closed; ++i) {
+    SendAll(fd, "x");
+    r = ReadUntilClosed(fd, 300ms);
+  }
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(r.closed) << "the dripping client was kept for " << (waited / 1ms) << " ms";
+  EXPECT_THAT(FirstError(r.bytes)['M'], HasSubstr("unfinished"));
+  EXPECT_GE(waited, 1500ms);
+  EXPECT_LT(waited, 4500ms);
+}
+
 TEST_F(ProxyBadInputTest, MessageJustUnderMaxPacketSizeIsServed) {
   std::string err;
   PqConn c = OpenPq(proxy_->Conninfo(), &err);

@@ -574,6 +574,51 @@ TEST_F(IsolationTest, UntrackedParameterKeepsItsClientsServer) {
   EXPECT_EQ(Setting(a.get(), "work_mem"), def);
 }
 
+// currval() reads the session's cache of sequence values: on a server another
+// client used last it would show that client's value.
+TEST_F(IsolationTest, CurrvalNeverShowsAnotherClientsSequenceValue) {
+  PqConn su = OpenPq(env->backend->superuser_conninfo(), nullptr);
+  ASSERT_TRUE(su);
+  ASSERT_TRUE(PqExec(su.get(), "CREATE SEQUENCE IF NOT EXISTS iso_seq").ok);
+  ASSERT_TRUE(PqExec(su.get(), "GRANT ALL ON iso_seq TO app").ok);
+  PqConn a = Open("tx1");
+  PqConn b = Open("tx1");
+  ASSERT_TRUE(a && b);
+  std::string mine = Value(a.get(), "SELECT nextval('iso_seq')");
+  // Directly, b never called nextval() in its session: PostgreSQL says 55000.
+  EXPECT_EQ(Value(b.get(), "SELECT currval('iso_seq')"), "ERROR 55000");
+  EXPECT_EQ(Value(b.get(), "SELECT lastval()"), "ERROR 55000");
+  // Within one transaction currval() is the client's own value.
+  ASSERT_TRUE(PqExec(b.get(), "BEGIN").ok);
+  std::string theirs = Value(b.get(), "SELECT nextval('iso_seq')");
+  EXPECT_EQ(Value(b.get(), "SELECT currval('iso_seq')"), theirs);
+  ASSERT_TRUE(PqExec(b.get(), "COMMIT").ok);
+  EXPECT_NE(mine, theirs);
+}
+
+// The fast-path function call interface can take a session lock too.
+TEST_F(IsolationTest, FastPathAdvisoryLockPinsItsClient) {
+  PqConn a = Open("tx2");
+  PqConn b = Open("tx2");
+  ASSERT_TRUE(a && b);
+  int result_len = 0, result = 0;
+  PQArgBlock arg;
+  arg.len = 8;
+  arg.isint = 1;
+  arg.u.integer = 0;
+  // pg_advisory_lock(bigint) is OID 2880; an int8 argument sent as 8 bytes.
+  int64_t key = 515151;
+  unsigned char be[8];
+  for (int i = 0; i < 8; ++i) be[i] = static_cast<unsigned char>(key >> (56 - 8 * i));
+  arg.isint = 0;
+  arg.u.ptr = reinterpret_cast<int*>(be);
+  PqResult r(PQfn(a.get(), 2880, &result, &result_len, 0, &arg, 1));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(a.get());
+  EXPECT_THAT(PinnedReasons("tx2"), ::testing::ElementsAre(HasSubstr("advisory")));
+  EXPECT_EQ(Value(b.get(), "SELECT pg_try_advisory_lock(515151)"), "f");
+  EXPECT_EQ(Value(a.get(), "SELECT pg_advisory_unlock(515151)"), "t");
+}
+
 // --- Resetting a server before anyone else gets it ----------------------------------
 
 // Regression: when server_reset_query failed ("DISCARD ALL cannot be executed
