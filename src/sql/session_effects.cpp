@@ -42,43 +42,34 @@ bool StartsWithLower(std::string_view word, std::string_view lower) {
   return word.size() >= lower.size() && EqualsLower(word.substr(0, lower.size()), lower);
 }
 
-// Words that, wherever they appear, may mean a statement with session effects.
-constexpr std::array<std::string_view, 15> kTriggerWords = {
-    "reset",   "discard", "listen",         "prepare",          "deallocate",
-    "declare", "load",    "temp",           "temporary",        "set_config",
-    "currval", "lastval", "dblink_connect", "dblink_connect_u", "pg_temp"};
-constexpr std::array<std::string_view, 3> kTriggerPrefixes = {"pg_temp", "pg_advisory_lock",
-                                                              "pg_try_advisory_lock"};
-
+// Words that, wherever they appear, may mean a statement with session
+// effects (lower case; checked per word, first by its first letter, since
+// this runs on every query string).
 bool IsTriggerWord(std::string_view w) {
-  for (auto t : kTriggerWords) {
-    if (EqualsLower(w, t)) return true;
+  if (w.size() < 4) return false;
+  char c = w[0];
+  if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  switch (c) {
+    case 'r':
+      return EqualsLower(w, "reset");
+    case 'd':
+      return EqualsLower(w, "discard") || EqualsLower(w, "deallocate") ||
+             EqualsLower(w, "declare") || EqualsLower(w, "dblink_connect") ||
+             EqualsLower(w, "dblink_connect_u");
+    case 'l':
+      return EqualsLower(w, "listen") || EqualsLower(w, "load") || EqualsLower(w, "lastval");
+    case 'p':
+      return EqualsLower(w, "prepare") || StartsWithLower(w, "pg_temp") ||
+             StartsWithLower(w, "pg_advisory_lock") || StartsWithLower(w, "pg_try_advisory_lock");
+    case 't':
+      return EqualsLower(w, "temp") || EqualsLower(w, "temporary");
+    case 's':
+      return EqualsLower(w, "set_config");
+    case 'c':
+      return EqualsLower(w, "currval");
+    default:
+      return false;
   }
-  for (auto p : kTriggerPrefixes) {
-    if (StartsWithLower(w, p)) return true;
-  }
-  return false;
-}
-
-// Every run of identifier characters in the raw text, literals included.
-bool HasTriggerWord(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (!IdentCont(c)) {
-      // U&"..." spells an identifier with escapes the word scan cannot read.
-      if (c == '&' && i > 0 && (s[i - 1] == 'u' || s[i - 1] == 'U') && i + 1 < s.size() &&
-          s[i + 1] == '"')
-        return true;
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < s.size() && IdentCont(static_cast<unsigned char>(s[j]))) ++j;
-    if (IsTriggerWord(s.substr(i, j - i))) return true;
-    i = j;
-  }
-  return false;
 }
 
 // Skips a quoted literal or identifier starting at s[i] (the quote). Returns
@@ -100,10 +91,14 @@ size_t SkipQuoted(std::string_view s, size_t i, char quote, bool backslash_escap
   return std::string_view::npos;
 }
 
-// True when some statement of `s` begins with SET or DO, or when the text
-// cannot be lexed to the end (an unterminated literal or comment: assume the
-// worst). `backslash_strings`: standard_conforming_strings is off.
-bool StatementStartsWithSetOrDo(std::string_view s, bool backslash_strings) {
+// One pass of a lexer that knows comments, literals, quoted identifiers and
+// dollar quoting, as PostgreSQL 15's scanner reads them. True when a
+// statement begins with SET or DO, when a word or a quoted identifier is one
+// of the trigger words, when an identifier is spelled with Unicode escapes
+// (U&"..."), or when the text cannot be lexed to its end (an unterminated
+// literal or comment: assume the worst). Literals are data and are skipped.
+// `backslash_strings`: standard_conforming_strings is off.
+bool MaySpellAnEffect(std::string_view s, bool backslash_strings) {
   constexpr size_t npos = std::string_view::npos;
   size_t i = 0;
   const size_t n = s.size();
@@ -141,9 +136,17 @@ bool StatementStartsWithSetOrDo(std::string_view s, bool backslash_strings) {
       ++i;
       continue;
     }
-    if (c == '\'' || c == '"') {
-      i = SkipQuoted(s, i, static_cast<char>(c), c == '\'' && backslash_strings);
+    if (c == '\'') {
+      i = SkipQuoted(s, i, '\'', backslash_strings);
       if (i == npos) return true;
+      at_start = false;
+      continue;
+    }
+    if (c == '"') {  // a quoted identifier: a name like any other
+      size_t end = SkipQuoted(s, i, '"', false);
+      if (end == npos) return true;
+      if (IsTriggerWord(s.substr(i + 1, end - i - 2))) return true;
+      i = end;
       at_start = false;
       continue;
     }
@@ -194,6 +197,7 @@ bool StatementStartsWithSetOrDo(std::string_view s, bool backslash_strings) {
       while (j < n && IdentCont(static_cast<unsigned char>(s[j]))) ++j;
       std::string_view word = s.substr(i, j - i);
       if (at_start && (EqualsLower(word, "set") || EqualsLower(word, "do"))) return true;
+      if (IsTriggerWord(word)) return true;
       at_start = false;
       if (j < n && s[j] == '\'') {
         // E'...' always reads backslashes; U&'', B'', X'', N'' and a type
@@ -204,11 +208,13 @@ bool StatementStartsWithSetOrDo(std::string_view s, bool backslash_strings) {
         if (i == npos) return true;
         continue;
       }
-      if (j + 1 < n && s[j] == '&' && (s[j + 1] == '\'' || s[j + 1] == '"') &&
-          EqualsLower(word, "u")) {
-        i = SkipQuoted(s, j + 1, s[j + 1], false);
-        if (i == npos) return true;
-        continue;
+      if (j + 1 < n && s[j] == '&' && EqualsLower(word, "u")) {
+        if (s[j + 1] == '"') return true;  // an identifier with escapes: read it as anything
+        if (s[j + 1] == '\'') {
+          i = SkipQuoted(s, j + 1, '\'', false);
+          if (i == npos) return true;
+          continue;
+        }
       }
       i = j;
       continue;
@@ -483,8 +489,9 @@ const char* PinReasonText(uint32_t pins) {
 }
 
 bool MayAffectSession(std::string_view sql) {
-  return HasTriggerWord(sql) || StatementStartsWithSetOrDo(sql, false) ||
-         StatementStartsWithSetOrDo(sql, true);
+  if (MaySpellAnEffect(sql, false)) return true;
+  // Without a backslash both readings of the literals are the same.
+  return sql.find('\\') != std::string_view::npos && MaySpellAnEffect(sql, true);
 }
 
 SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {

@@ -56,11 +56,12 @@ struct SessionEffects {
 
 // Cheap and conservative: false only when `sql` cannot contain a statement
 // with any of the effects above, so that the parser runs only for the few
-// strings that might. Looks at words (anywhere, also inside literals: a false
-// alarm only costs a parse) and at the first word of each statement, which is
-// found with a lexer that knows comments, quoting and dollar quoting; it is
-// run for both values of standard_conforming_strings, so a wrong guess of that
-// setting cannot hide a statement.
+// strings that might. A lexer that knows comments, quoting and dollar quoting
+// looks at the first word of each statement (SET, DO) and at every name
+// (RESET, LISTEN, TEMP, set_config, pg_advisory_lock…); it runs for both
+// values of standard_conforming_strings when the text has a backslash, so a
+// wrong guess of that setting cannot hide a statement. fuzz/sql_fuzz.cpp
+// checks it against the parser.
 bool MayAffectSession(std::string_view sql);
 
 // Parses `sql` with libpg_query (PostgreSQL 15's grammar) and collects its
