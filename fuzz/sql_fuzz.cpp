@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!maybe && e.any()) {
       std::fprintf(stderr,
                    "invariant failed: the prefilter let through a string with session effects "
-                   "(standard_conforming_strings %s, pins %u, params %zu, reset_all %d)\n",
-                   scs ? "on" : "off", e.pins, e.params.size(), e.reset_all ? 1 : 0);
+                   "(standard_conforming_strings %s, pins %u, steps %zu)\n",
+                   scs ? "on" : "off", e.pins, e.steps.size());
       std::abort();
     }
   }

@@ -293,6 +293,9 @@ TEST_F(AdminTest, ShowConfigHasEveryKeyWithDefaults) {
                           "server_connect_timeout",
                           "shutdown_timeout",
                           "server_reset_query",
+                          "track_extra_parameters",
+                          "ignore_startup_parameters",
+                          "client_message_timeout",
                           "server_check_query",
                           "server_check_delay",
                           "max_packet_size",
@@ -315,7 +318,7 @@ TEST_F(AdminTest, ShowConfigHasEveryKeyWithDefaults) {
                           "databases"}) {
     EXPECT_TRUE(kv.count(key)) << key;
   }
-  EXPECT_EQ(kv.size(), 37u);
+  EXPECT_EQ(kv.size(), 40u);
   EXPECT_EQ(kv["listen"].first, "127.0.0.1:6432");
   EXPECT_EQ(kv["server_lifetime"], std::make_pair(std::string("3600"), std::string("3600")));
   EXPECT_EQ(kv["admin_users"], std::make_pair(std::string("postgres"), std::string("")));

@@ -134,7 +134,7 @@ void ClientSession::Start() {
     info_->connect_time = std::chrono::steady_clock::now();
     info_->request_time = info_->connect_time;
   }
-  login_ = std::make_unique<ClientLogin>(proxy_, worker_->config(), std::move(address), false);
+  login_ = std::make_unique<ClientLogin>(proxy_, worker_->config_ptr(), std::move(address), false);
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (Status st = worker_->loop().Add(fd_, this); !st.ok()) {
@@ -201,7 +201,7 @@ bool ClientSession::ClientMayRead() const {
   if (admin_ && admin_->pausing()) return false;
   // What the last transaction's SET / RESET left is being read back: the
   // client's next statement waits for its parameters to be settled.
-  if (server_ && queue_.Awaiting(ProxyQueryKind::kReadback)) return false;
+  if (server_ && (restore_barrier_ || queue_.Awaiting(ProxyQueryKind::kReadback))) return false;
   return !client_eof_ && !client_done_ && !ServerOutputPending() &&
          !(ClientOutputPending() && !server_);
 }
@@ -234,7 +234,7 @@ void ClientSession::Pump() {
     // After the answers to its last requests; once every Sync and Query has
     // been answered nothing more will come from the server either.
     if (client_done_ && state_ != ClientState::kClosing && state_ != ClientState::kResetting &&
-        (!server_ || queue_.syncs() == 0)) {
+        (!server_ || (queue_.syncs() == 0 && in_.empty()))) {
       Close("client closed the connection");
       continue;
     }
@@ -788,6 +788,7 @@ void ClientSession::HandleClientData(std::string_view data) {
 
 void ClientSession::ProcessClientBytes(std::string_view data) {
   const bool tp = transaction_pooling();
+  client_cursor_.set_max_length(worker_->config().max_packet_size);  // RELOAD may change it
   while (state_ == ClientState::kActive) {
     pgwire::MessageCursor::Step step = client_cursor_.Next(&data);
     using Step = pgwire::MessageCursor::Step;
@@ -826,7 +827,15 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
       continue;
     }
     if (step == Step::kMessage) {
+      const char type = client_cursor_.header().type;
       if (!HandleClientMessage(client_cursor_.header(), client_cursor_.message())) return;
+      if (!batch_steps_.empty() && (type == 'Q' || type == 'F' || type == 'S')) {
+        // The batch RESET what the client gave at startup: what it sent
+        // behind it waits until the values are put back.
+        restore_barrier_ = true;
+        in_.append(data);
+        break;
+      }
       continue;
     }
     srv_out_.append(client_cursor_.bytes());  // kBytes
@@ -845,7 +854,7 @@ bool ClientSession::HandleClientMessage(const pgwire::Header& h, std::string_vie
     st.query_count.fetch_add(1, std::memory_order_relaxed);
     StartQueryClock();
   }
-  if (!queue_.FromClient(h, msg, transaction_pooling(), &srv_out_)) {
+  if (!queue_.FromClient(h, msg, transaction_pooling(), &srv_out_, &out_)) {
     FailFatal("08P01", std::string("malformed '") + h.type + "' message");
     return false;
   }
@@ -895,7 +904,7 @@ void ClientSession::Replay(std::string bytes) {
       continue;
     }
     if (step != Step::kMessage) break;
-    if (!queue_.FromClient(cursor.header(), cursor.message(), tp, &srv_out_)) break;
+    if (!queue_.FromClient(cursor.header(), cursor.message(), tp, &srv_out_, &out_)) break;
   }
 }
 
@@ -934,6 +943,13 @@ void ClientSession::ProcessServerBytes(std::string_view data) {
       if (!after_message_.empty()) {
         out_.append(after_message_);
         after_message_.clear();
+      }
+      if (resume_client_) {
+        // After the answer that lowered the barrier went to the client.
+        resume_client_ = false;
+        std::string waiting = std::move(in_);
+        in_.clear();
+        if (!waiting.empty() && state_ == ClientState::kActive) ProcessClientBytes(waiting);
       }
       continue;
     }
@@ -1162,20 +1178,43 @@ void ClientSession::Pin(uint32_t reason, const std::string& what) {
   info_->pinned = what;
 }
 
-void ClientSession::SettleTouchedParameters() {
-  // RESET returns a parameter to the value the client gave at startup, which
-  // on a pooled connection is not the server's reset value: put it back.
+void ClientSession::RestoreStartupParameters(char txn_status) {
+  restore_barrier_ = false;
+  resume_client_ = true;
+  std::vector<sql::Step> steps = std::move(batch_steps_);
+  batch_steps_.clear();
+  const bool failed = batch_failed_;
+  batch_failed_ = false;
+  // After an error the batch's changes are gone with its transaction (or
+  // wait, in a failed one, for its ROLLBACK): nothing to put back.
+  std::vector<std::pair<std::string, std::string>> held = std::move(held_status_);
+  held_status_.clear();
+  uint64_t resets = 0;
+  if (!failed && txn_status != 'E' && server_ && defaults_)
+    resets = ResetsInEffect(steps, proxy_.params());
   const ParamCatalog& catalog = proxy_.params();
-  for (int id = 0; id < catalog.size() && reset_ != 0; ++id) {
-    if (!(reset_ & Bit(id))) continue;
-    const std::string* start = startup_.Find(id);
-    if (start == nullptr || server_->params.Find(id) != nullptr) continue;  // not at the default
-    params_.Assign(id, *start, (*defaults_)[static_cast<size_t>(id)]);
-    reconcile_due_ = true;
-    if (catalog.reported(id))
-      pgwire::AppendParameterStatus(after_message_, catalog.name(id), *start);
+  std::vector<ParamChange> changes;
+  for (const auto& [id, value] : startup_) {
+    if (resets & Bit(id)) changes.push_back({id, &value});
   }
-  touched_ = reset_ = 0;
+  // What the client is told before this ReadyForQuery: the batch's own
+  // ParameterStatus messages, except for what is put back, and the values
+  // put back (as a direct connection, it never sees the server's default).
+  uint64_t restored = 0;
+  for (const auto& c : changes) restored |= Bit(c.id);
+  for (const auto& [name, value] : held) {
+    int id = catalog.Find(name);
+    if (id >= 0 && (restored & Bit(id))) continue;
+    pgwire::AppendParameterStatus(out_, name, value);
+  }
+  for (const auto& c : changes) {
+    if (catalog.reported(c.id)) pgwire::AppendParameterStatus(out_, catalog.name(c.id), *c.value);
+  }
+  if (changes.empty()) return;
+  // set_config() inside the client's transaction, if there is one: a later
+  // ROLLBACK takes it back together with the RESET.
+  for (auto& q : ApplyQueries(catalog, changes))
+    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
 }
 
 // ---------------------------------------------------------------- what the traffic tells
@@ -1183,36 +1222,38 @@ void ClientSession::SettleTouchedParameters() {
 void ClientSession::OnEffects(const sql::SessionEffects& e) {
   if (e.pins) Pin(e.pins, sql::PinReasonText(e.pins));
   const ParamCatalog& catalog = proxy_.params();
-  for (const auto& t : e.params) {
-    int id = catalog.Find(t.name);
-    if (id < 0) {
-      Pin(sql::kPinParameter,
-          "SET of the untracked parameter " + t.name + " (proxy.track_extra_parameters)");
-      continue;
+  for (const auto& st : e.steps) {
+    if (st.kind == sql::Step::Kind::kSet || st.kind == sql::Step::Kind::kReset) {
+      int id = catalog.Find(st.name);
+      if (id < 0) {
+        // A custom placeholder (a dotted name) stays in the session even
+        // after DISCARD ALL, as PostgreSQL keeps it.
+        if (st.name.find('.') != std::string::npos) sticky_pin_ = true;
+        Pin(sql::kPinParameter,
+            "SET of the untracked parameter " + st.name + " (proxy.track_extra_parameters)");
+        continue;
+      }
+      if (!catalog.reported(id)) readback_due_ = true;
+    } else if (st.kind == sql::Step::Kind::kResetAll) {
+      if (!catalog.unreported().empty()) readback_due_ = true;
     }
-    touched_ |= Bit(id);
-    if (t.reset)
-      reset_ |= Bit(id);
-    else
-      reset_ &= ~Bit(id);
-    if (!catalog.reported(id)) readback_due_ = true;
+    // From the first RESET of the batch on, its steps decide what to put back.
+    const bool reset = st.kind == sql::Step::Kind::kReset || st.kind == sql::Step::Kind::kResetAll;
+    if ((reset || !batch_steps_.empty()) && !startup_.empty()) batch_steps_.push_back(st);
   }
-  if (e.reset_all) {
-    for (int id = 0; id < catalog.size(); ++id) {
-      touched_ |= Bit(id);
-      reset_ |= Bit(id);
+  if (server_) {
+    // A statement dropped by name may be one of the proxy's shared ones:
+    // this server's list of them can no longer be trusted.
+    for (const auto& name : e.deallocated) {
+      if (name.rfind("pgw_", 0) == 0) server_->broken = true;
     }
-    if (!catalog.unreported().empty()) readback_due_ = true;
+    // currval() / lastval() read the session's sequence cache: on a server
+    // another client used last it would show that client's values.
+    if (e.sequences && queue_.fresh() && server_->last_client != 0 &&
+        server_->last_client != info_->id)
+      queue_.AddProxyQuery({ProxyQueryKind::kDiscardSequences, {}, false}, "DISCARD SEQUENCES",
+                           &srv_out_);
   }
-  // A statement deallocated by name may be one of the proxy's shared ones:
-  // this server's list of them can no longer be trusted.
-  if (e.deallocate && server_) server_->broken = true;
-  // currval() / lastval() read the session's sequence cache: on a server
-  // another client used last it would show that client's values.
-  if (e.sequences && server_ && queue_.fresh() && server_->last_client != 0 &&
-      server_->last_client != info_->id)
-    queue_.AddProxyQuery({ProxyQueryKind::kDiscardSequences, {}, false}, "DISCARD SEQUENCES",
-                         &srv_out_);
 }
 
 void ClientSession::OnReady(char status, bool ours) {
@@ -1225,17 +1266,15 @@ void ClientSession::OnReady(char status, bool ours) {
           static_cast<uint64_t>(Micros(std::chrono::steady_clock::now() - query_start_)),
           std::memory_order_relaxed);
     }
-    if (status == 'I' && state_ == ClientState::kActive) {
-      // The transaction is over: what its SET / RESET left is settled now,
-      // after reading back the unreported parameters if it touched any.
-      if (readback_due_) {
-        readback_due_ = false;
-        queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
-                             proxy_.params().readback_query(), &srv_out_);
-      } else if (queue_.syncs() == 0) {
-        readback_due_ = false;
-        SettleTouchedParameters();
-      }
+    // Everything the client sent has been answered (what is queued now is ours).
+    const bool answered = queue_.syncs() == 0;
+    if (restore_barrier_ && answered) RestoreStartupParameters(status);
+    if (status == 'I' && state_ == ClientState::kActive && readback_due_ && answered) {
+      // The transaction is over and touched an unreported parameter: its
+      // value as the transaction left it is read back.
+      readback_due_ = false;
+      queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
+                           proxy_.params().readback_query(), &srv_out_);
     }
     return;
   }
@@ -1276,7 +1315,7 @@ void ClientSession::OnReady(char status, bool ours) {
   }
 }
 
-void ClientSession::OnParameterStatus(std::string_view name, std::string_view value, bool ours) {
+bool ClientSession::OnParameterStatus(std::string_view name, std::string_view value, bool ours) {
   const ParamCatalog& catalog = proxy_.params();
   int id = catalog.Find(name);
   if (id >= 0 && defaults_ && server_) {
@@ -1293,13 +1332,20 @@ void ClientSession::OnParameterStatus(std::string_view name, std::string_view va
     }
     if (id == catalog.standard_conforming_strings_id())
       queue_.set_standard_conforming_strings(value == "on");
+    // In a batch that RESET what the client gave at startup, the client is
+    // told at its end what the values came to (RestoreStartupParameters).
+    if (!batch_steps_.empty()) {
+      held_status_.emplace_back(std::string(name), std::string(value));
+      return false;
+    }
   }
+  return true;
 }
 
 void ClientSession::OnCommandTag(std::string_view tag) {
   // DISCARD ALL at the top level leaves the server as fresh as a new one:
   // whatever tied the client to it is gone.
-  if (tag == "DISCARD ALL" && pins_ != 0 && transaction_pooling()) {
+  if (tag == "DISCARD ALL" && pins_ != 0 && !sticky_pin_ && transaction_pooling()) {
     pool_->stats().pinned.fetch_sub(1, std::memory_order_relaxed);
     pins_ = 0;
     std::lock_guard lock(info_->mu);
@@ -1311,6 +1357,7 @@ void ClientSession::OnClientError(const std::map<char, std::string>& fields) {
   // The server ends the connection after a FATAL: the client has its reason
   // and gets no second one from us.
   if (IsFatal(fields)) server_fatal_ = true;
+  if (!batch_steps_.empty()) batch_failed_ = true;
 }
 
 void ClientSession::OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) {
@@ -1322,8 +1369,6 @@ void ClientSession::OnProxyRow(const ProxyQuery& q, const std::vector<std::strin
     server_->params.Assign(id, values[i], def);
     if (for_client) params_.Assign(id, values[i], def);
   }
-  if (q.kind == ProxyQueryKind::kReadback && for_client && queue_.syncs() <= 1)
-    SettleTouchedParameters();
 }
 
 void ClientSession::OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) {

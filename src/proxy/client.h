@@ -114,8 +114,10 @@ class ClientSession final : public net::IoHandler,
   // client's request then waits for it).
   bool QueueParameters();
   void StartServing();
-  // Resolves what the last transaction's SET / RESET did to the client's values.
-  void SettleTouchedParameters();
+  // A batch that RESET parameters the client gave at startup is answered:
+  // put those back (PostgreSQL's RESET returns to them), then go on with what
+  // the client sent behind it.
+  void RestoreStartupParameters(char txn_status);
   bool ServerIdleAndClean() const;
   // In transaction pooling: the server goes back after this transaction.
   bool ShouldRelease() const;
@@ -131,7 +133,7 @@ class ClientSession final : public net::IoHandler,
   // RequestQueue::Observer.
   void OnEffects(const sql::SessionEffects& effects) override;
   void OnReady(char txn_status, bool ours) override;
-  void OnParameterStatus(std::string_view name, std::string_view value, bool ours) override;
+  bool OnParameterStatus(std::string_view name, std::string_view value, bool ours) override;
   void OnCommandTag(std::string_view tag) override;
   void OnClientError(const std::map<char, std::string>& fields) override;
   void OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) override;
@@ -178,10 +180,19 @@ class ClientSession final : public net::IoHandler,
   std::shared_ptr<const ParamDefaults> defaults_;
   ParamSet params_, startup_;
   std::vector<std::pair<int, std::string>> asked_;  // startup parameters not yet checked (setup)
-  // Parameters SET (bit set in touched_) or RESET (also in reset_) by the
-  // transaction in progress; what they became is settled at its end.
-  uint64_t touched_ = 0, reset_ = 0;
-  bool readback_due_ = false;   // an unreported parameter was touched: read it back
+  bool readback_due_ = false;  // an unreported parameter was touched: read it back
+  // The batch (query string or extended batch) in progress RESET a parameter:
+  // its parameter and transaction steps from that RESET on; when it is
+  // answered without an error, the reset ones the client gave at startup are
+  // put back before anything it sent behind the batch goes out (held in in_).
+  std::vector<sql::Step> batch_steps_;
+  bool batch_failed_ = false;  // an error answered part of that batch
+  // The batch's ParameterStatus messages, held until its ReadyForQuery: one
+  // for a parameter that is put back is replaced by the value put back.
+  std::vector<std::pair<std::string, std::string>> held_status_;
+  bool restore_barrier_ = false;  // the batch is complete: the client's next bytes wait
+  bool resume_client_ = false;    // the barrier is down: send what waited in in_
+  bool sticky_pin_ = false;     // a custom (dotted) placeholder was set: even DISCARD ALL keeps it
   bool reconcile_due_ = false;  // the client's values changed under an attached server
   uint32_t pins_ = 0;           // sql::PinReason bits: why it keeps its server
   // The first failure of our own queries in this lending.

@@ -46,8 +46,13 @@ class ClientLogin {
     kSilentClose,  // close without a word (Terminate or an invalid packet before startup)
   };
 
-  ClientLogin(Proxy& proxy, const ProxyConfig& cfg, ClientAddress address, bool tls)
-      : proxy_(proxy), cfg_(cfg), address_(std::move(address)), tls_(tls) {}
+  // `cfg`: the configuration when the client connected, kept for its login.
+  ClientLogin(Proxy& proxy, std::shared_ptr<const ProxyConfig> cfg, ClientAddress address, bool tls)
+      : proxy_(proxy),
+        cfg_holder_(std::move(cfg)),
+        cfg_(*cfg_holder_),
+        address_(std::move(address)),
+        tls_(tls) {}
 
   // The client's bytes (decrypted), buffered until a packet is whole.
   Next OnBytes(std::string_view data, std::string* out);
@@ -93,6 +98,7 @@ class ClientLogin {
             std::string* out, std::string_view hint = {});
 
   Proxy& proxy_;
+  std::shared_ptr<const ProxyConfig> cfg_holder_;
   const ProxyConfig& cfg_;
   ClientAddress address_;
   bool tls_ = false;

@@ -65,6 +65,8 @@ class Worker {
   net::EventLoop& loop() { return loop_; }
   // The configuration as this worker's thread sees it (RELOAD posts a new one).
   const ProxyConfig& config() const { return *cfg_; }
+  // The same, to keep beyond the current event (RELOAD may replace it).
+  std::shared_ptr<const ProxyConfig> config_ptr() const { return cfg_; }
   void SetConfig(std::shared_ptr<const ProxyConfig> cfg) { cfg_ = std::move(cfg); }
   int index() const { return index_; }
   Proxy& proxy() { return proxy_; }

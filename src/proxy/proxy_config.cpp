@@ -361,6 +361,8 @@ class Parser {
           });
           if (!ok) Bad(v, p, "expected parameter names, got '" + n + "'");
         }
+        if (k == "track_extra_parameters" && names.size() > 50)
+          Bad(v, p, "at most 50 parameters can be tracked, got " + std::to_string(names.size()));
         (k == "track_extra_parameters" ? out_.track_extra_parameters
                                        : out_.ignore_startup_parameters) = std::move(names);
       } else if (k == "admin_users")

@@ -115,15 +115,15 @@ bool RequestQueue::Awaiting(ProxyQueryKind kind) const {
 
 bool RequestQueue::TakeWhole(char type, bool transaction_pooling) {
   switch (type) {
-    case 'Q':  // read for its session effects
+    case 'Q':  // read for their session effects (and a Sync ends a batch)
     case 'F':
-      return true;
     case 'P':
     case 'B':
+    case 'S':
+      return true;
     case 'D':
     case 'C':
     case 'E':
-    case 'S':
     case 'H':
       return transaction_pooling;  // statement names are rewritten; batches may be replayed
     default:
@@ -131,14 +131,20 @@ bool RequestQueue::TakeWhole(char type, bool transaction_pooling) {
   }
 }
 
-void RequestQueue::AnnounceEffects(std::string_view query) {
-  if (!sql::MayAffectSession(query)) return;
-  sql::SessionEffects e = sql::AnalyzeSessionEffects(query, scs_);
-  if (e.any()) observer_.OnEffects(e);
+bool RequestQueue::AnswerDeallocate(const sql::SessionEffects& e, std::string* to_client) {
+  // Only when nothing is outstanding: the answer goes out at once, in order.
+  if (e.statements != 1 || e.deallocated.size() != 1 || !pending_.empty() || syncs_ != 0 ||
+      txn_status_ == 'E')
+    return false;
+  if (statements_.erase(e.deallocated[0]) == 0) return false;
+  pgwire::AppendCommandComplete(*to_client, "DEALLOCATE");
+  pgwire::AppendReadyForQuery(*to_client, txn_status_);
+  return true;
 }
 
 bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
-                              bool transaction_pooling, std::string* to_server) {
+                              bool transaction_pooling, std::string* to_server,
+                              std::string* to_client) {
   const bool extended = h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C' ||
                         h.type == 'E' || h.type == 'S' || h.type == 'H';
   if (extended && transaction_pooling) {
@@ -153,19 +159,24 @@ bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
     replayable_ = false;  // sent behind the batch: it cannot be sent again in order
   }
   if (skip_until_sync_ && h.type != 'S') return true;  // the protocol drops them after an error
-  bool ok = ForwardClientMessage(h, msg, transaction_pooling, to_server);
+  bool ok = ForwardClientMessage(h, msg, transaction_pooling, to_server, to_client);
   fresh_ = false;  // after the observer heard of the message's effects
   return ok;
 }
 
 bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_view msg,
-                                        bool transaction_pooling, std::string* to_server) {
+                                        bool transaction_pooling, std::string* to_server,
+                                        std::string* to_client) {
   std::string_view body = msg.substr(5);
   size_t pos = 0;
   switch (h.type) {
     case 'Q': {
       std::string_view sql = body.substr(0, body.find('\0'));
-      AnnounceEffects(sql);
+      if (sql::MayAffectSession(sql)) {
+        sql::SessionEffects e = sql::AnalyzeSessionEffects(sql, scs_);
+        if (transaction_pooling && AnswerDeallocate(e, to_client)) return true;
+        if (e.any() || !e.steps.empty()) observer_.OnEffects(e);
+      }
       to_server->append(msg);
       Push(Expect::kQuery);
       batch_open_ = false;  // a simple query ends an open batch's implicit transaction
@@ -198,7 +209,12 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       batch_open_ = true;
       auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
       if (it == statements_.end()) {
-        if (name.empty() && unnamed_effects_) observer_.OnEffects(*unnamed_effects_);
+        if (name.empty()) {
+          if (unnamed_effects_) observer_.OnEffects(*unnamed_effects_);
+        } else if (!transaction_pooling) {
+          auto e = session_effects_.find(std::string(name));
+          if (e != session_effects_.end()) observer_.OnEffects(*e->second);
+        }
         to_server->append(msg);  // unnamed, or unknown: the server answers as it would
         bind_names_.emplace_back();
       } else {
@@ -247,6 +263,7 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       std::string_view name;
       if (!pgwire::ReadCString(body, &pos, &name) || (kind != 'S' && kind != 'P')) return false;
       batch_open_ = true;
+      if (kind == 'S' && !transaction_pooling) session_effects_.erase(std::string(name));
       if (transaction_pooling && kind == 'S' && !name.empty() &&
           statements_.erase(std::string(name)) > 0) {
         // The server keeps it for other clients; the client sees it closed.
@@ -280,14 +297,24 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
 bool RequestQueue::ClientParse(std::string_view name, std::string_view tail, std::string_view msg,
                                bool transaction_pooling, std::string* to_server) {
   std::string_view query = tail.substr(0, tail.find('\0'));
+  // What it will do when run: its effects, or the transaction control it is.
   std::unique_ptr<sql::SessionEffects> effects;
   if (sql::MayAffectSession(query)) {
     auto e = sql::AnalyzeSessionEffects(query, scs_);
-    if (e.any()) effects = std::make_unique<sql::SessionEffects>(std::move(e));
+    if (e.any() || !e.steps.empty()) effects = std::make_unique<sql::SessionEffects>(std::move(e));
+  } else if (auto step = sql::TransactionStep(query)) {
+    effects = std::make_unique<sql::SessionEffects>();
+    effects->steps.push_back(std::move(*step));
   }
   if (!transaction_pooling || name.empty()) {
     // Passed through: the server keeps the client's own name.
-    if (name.empty()) unnamed_effects_ = std::move(effects);
+    if (name.empty()) {
+      unnamed_effects_ = std::move(effects);
+    } else if (effects) {
+      session_effects_[std::string(name)] = std::move(effects);
+    } else {
+      session_effects_.erase(std::string(name));
+    }
     to_server->append(msg);
     Push(Expect::kParse);
     parses_.push_back({});
@@ -540,10 +567,16 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
       return forward;
     }
     case 'S': {
+      // Ours are swallowed, but for one that puts back what the client had:
+      // the client saw the change it undoes and must see this one too.
+      const bool shown = ours && !proxy_queries_.empty() && proxy_queries_.front().visible;
       size_t pos = 5;
       std::string_view name, value;
-      if (pgwire::ReadCString(whole, &pos, &name) && pgwire::ReadCString(whole, &pos, &value))
-        observer_.OnParameterStatus(name, value, swallow);
+      if (pgwire::ReadCString(whole, &pos, &name) && pgwire::ReadCString(whole, &pos, &value)) {
+        bool pass = observer_.OnParameterStatus(name, value, swallow && !shown);
+        if (!swallow && !pass) forward = false;
+      }
+      if (shown) forward = true;
       break;
     }
     case 'E': {
@@ -562,7 +595,7 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
       tag = tag.substr(0, tag.find('\0'));
       if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
         if (server_) server_->prepared.clear();
-        if (!swallow) statements_.clear();
+        if (!swallow) ForgetStatements();
       }
       if (!swallow) observer_.OnCommandTag(tag);
       if (!pending_.empty() && head == Expect::kExecute) pending_.pop_front();

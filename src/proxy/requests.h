@@ -45,6 +45,7 @@ struct ProxyQuery {
   ProxyQueryKind kind = ProxyQueryKind::kCheck;
   std::vector<int> columns;  // kParams / kReadback: the parameter id of each column of its row
   bool failed = false;       // it answered with an ErrorResponse
+  bool visible = false;      // its ParameterStatus messages go on to the client
 };
 
 // The extended-protocol bookkeeping of one client session: the responses its
@@ -60,12 +61,15 @@ class RequestQueue {
    public:
     virtual ~Observer() = default;
     // A statement about to be sent (a Query, or the Bind of a prepared one)
-    // has these effects on the session; called before its bytes are queued,
-    // so the observer may queue a proxy query in front of it.
+    // has these effects on the session (or is transaction control); called
+    // before its bytes are queued, so the observer may queue a proxy query in
+    // front of it.
     virtual void OnEffects(const sql::SessionEffects& effects) = 0;
     // ReadyForQuery; `ours`: it ends a proxy query.
     virtual void OnReady(char txn_status, bool ours) = 0;
-    virtual void OnParameterStatus(std::string_view name, std::string_view value, bool ours) = 0;
+    // A ParameterStatus; for one of the client's own (not `ours`), false
+    // holds it back from the client (the observer tells the client later).
+    virtual bool OnParameterStatus(std::string_view name, std::string_view value, bool ours) = 0;
     // CommandComplete of a client statement.
     virtual void OnCommandTag(std::string_view tag) = 0;
     // An ErrorResponse forwarded to the client (FATAL ends the session).
@@ -111,9 +115,10 @@ class RequestQueue {
   static bool TakeWhole(char type, bool transaction_pooling);
   // A whole client message; what goes to the server is appended to
   // *to_server (rewritten statement names in transaction pooling, or
-  // nothing when the proxy answers it). False: malformed.
+  // nothing when the proxy answers it), an answer the proxy can give at once
+  // to *to_client. False: malformed.
   bool FromClient(const pgwire::Header& h, std::string_view msg, bool transaction_pooling,
-                  std::string* to_server);
+                  std::string* to_server, std::string* to_client);
   // A client message passed through in pieces; `h` is its header.
   void FromClientStreamed(const pgwire::Header& h);
   // A proxy query, queued in front of what comes after.
@@ -129,7 +134,10 @@ class RequestQueue {
   bool FromServer(const pgwire::Header& h, std::string_view whole, std::string* to_client);
 
   // The client's statements (transaction pooling).
-  void ForgetStatements() { statements_.clear(); }
+  void ForgetStatements() {
+    statements_.clear();
+    session_effects_.clear();
+  }
   size_t statement_count() const { return statements_.size(); }
 
  private:
@@ -164,11 +172,13 @@ class RequestQueue {
 
   // FromClient past the replay bookkeeping: the message itself.
   bool ForwardClientMessage(const pgwire::Header& h, std::string_view msg, bool transaction_pooling,
-                            std::string* to_server);
+                            std::string* to_server, std::string* to_client);
+  // A simple query that is nothing but DEALLOCATE of one of the client's
+  // statements (kept under a proxy name on the server): answered here.
+  bool AnswerDeallocate(const sql::SessionEffects& e, std::string* to_client);
   bool ClientParse(std::string_view name, std::string_view tail, std::string_view msg,
                    bool transaction_pooling, std::string* to_server);
   void EnsurePrepared(Statement& st, std::string* to_server);
-  void AnnounceEffects(std::string_view query);
   void EmitSynthetic(std::string* to_client);
   void OnError(const std::map<char, std::string>& fields, bool ours);
   // A stale shared statement failed the batch: remaps the client's statement
@@ -197,6 +207,9 @@ class RequestQueue {
   bool fresh_ = true;               // nothing of the client's sent in this lending
   std::unordered_map<std::string, Statement> statements_;  // by the client's name
   std::unique_ptr<sql::SessionEffects> unnamed_effects_;   // of the last unnamed Parse
+  // Session pooling: the effects of the client's named statements that have
+  // any (names are the server's own there).
+  std::unordered_map<std::string, std::unique_ptr<sql::SessionEffects>> session_effects_;
   // Replaying a batch that failed on a stale shared statement: the client's
   // messages of the open batch as it sent them, while the batch may still be
   // replayed (it began outside a transaction block, nothing of it has reached

@@ -47,7 +47,7 @@ struct Recorder : RequestQueue::Observer {
     if (ours) readies += '*';
     readies += s;
   }
-  void OnParameterStatus(std::string_view, std::string_view, bool) override {}
+  bool OnParameterStatus(std::string_view, std::string_view, bool) override { return true; }
   void OnCommandTag(std::string_view) override {}
   void OnClientError(const std::map<char, std::string>&) override { ++client_errors; }
   void OnProxyRow(const ProxyQuery&, const std::vector<std::string>& v) override {
@@ -74,7 +74,7 @@ class RequestQueueTest : public ::testing::Test {
       EXPECT_EQ(pgwire::DecodeHeader(std::string_view(bytes).substr(off), 1 << 20, &h),
                 pgwire::DecodeStatus::kReady);
       std::string_view m = std::string_view(bytes).substr(off, h.wire_size());
-      EXPECT_TRUE(queue_.FromClient(h, m, tp, &to_server));
+      EXPECT_TRUE(queue_.FromClient(h, m, tp, &to_server, &answered_));
       off += h.wire_size();
     }
     return to_server;
@@ -106,6 +106,7 @@ class RequestQueueTest : public ::testing::Test {
   }
 
   Recorder rec_;
+  std::string answered_;  // what the queue answered the client at once
   StatementRegistry registry_;
   ServerConn server_;
   RequestQueue queue_;
@@ -178,8 +179,8 @@ TEST_F(RequestQueueTest, ProxyQueryIsSwallowedAndItsRowGoesToTheSession) {
 TEST_F(RequestQueueTest, QueryEffectsAreAnnouncedBeforeItIsSent) {
   FromClient(Query("SET search_path = x; SELECT 1"));
   ASSERT_EQ(rec_.effects.size(), 1u);
-  ASSERT_EQ(rec_.effects[0].params.size(), 1u);
-  EXPECT_EQ(rec_.effects[0].params[0].name, "search_path");
+  ASSERT_EQ(rec_.effects[0].steps.size(), 1u);
+  EXPECT_EQ(rec_.effects[0].steps[0].name, "search_path");
   FromClient(Query("SELECT 1"));
   EXPECT_EQ(rec_.effects.size(), 1u);  // nothing to announce
   // A prepared statement's effects come with each Bind of it.
@@ -245,7 +246,8 @@ TEST_F(RequestQueueTest, StalePlanInsideATransactionBlockIsNotReplayed) {
   std::string parse = Parse("s", "SELECT * FROM t");
   Header h;
   ASSERT_EQ(pgwire::DecodeHeader(parse, 1 << 20, &h), pgwire::DecodeStatus::kReady);
-  ASSERT_TRUE(another.FromClient(h, parse, true, &to_server));
+  std::string answered;
+  ASSERT_TRUE(another.FromClient(h, parse, true, &to_server, &answered));
   EXPECT_NE(to_server.find("_g1"), std::string::npos);
 }
 
@@ -257,6 +259,33 @@ TEST_F(RequestQueueTest, StatementCloseIsAnsweredByTheProxyAndTheServerKeepsIt) 
   EXPECT_EQ(Types(FromServer(Z())), "3Z");
   EXPECT_EQ(server_.prepared.size(), 1u);
   EXPECT_EQ(queue_.statement_count(), 0u);
+}
+
+// Regression: SQL DEALLOCATE of a protocol-level statement reached the
+// server, which knows it under the proxy's name only.
+TEST_F(RequestQueueTest, DeallocateOfTheClientsStatementIsAnsweredByTheProxy) {
+  FromClient(Parse("s1", "SELECT 1") + Sync());
+  FromServer(Msg('1', "") + Z());
+  std::string to_server = FromClient(Query("DEALLOCATE s1"));
+  EXPECT_EQ(to_server, "");
+  EXPECT_EQ(Types(answered_), "CZ");
+  EXPECT_NE(answered_.find("DEALLOCATE"), std::string::npos);
+  EXPECT_EQ(queue_.statement_count(), 0u);
+  EXPECT_TRUE(queue_.Idle());
+  // One that is not the client's goes to the server, which says what it would.
+  answered_.clear();
+  EXPECT_EQ(Types(FromClient(Query("DEALLOCATE other"))), "Q");
+  EXPECT_EQ(answered_, "");
+}
+
+TEST_F(RequestQueueTest, PreparedTransactionControlIsAnnouncedAtBind) {
+  FromClient(Parse("b", "BEGIN") + Sync());
+  FromServer(Msg('1', "") + Z());
+  EXPECT_TRUE(rec_.effects.empty());
+  FromClient(Bind("b") + Execute() + Sync());
+  ASSERT_EQ(rec_.effects.size(), 1u);
+  ASSERT_EQ(rec_.effects[0].steps.size(), 1u);
+  EXPECT_EQ(rec_.effects[0].steps[0].kind, sql::Step::Kind::kBegin);
 }
 
 TEST_F(RequestQueueTest, OpenBatchIsNotIdle) {

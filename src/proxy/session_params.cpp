@@ -39,6 +39,7 @@ ParamCatalog::ParamCatalog(const std::vector<std::string>& extra) {
   }
   reported_count_ = static_cast<int>(names_.size());
   for (const auto& n : extra) {
+    if (static_cast<int>(names_.size()) >= kMaxParameters) break;  // the config refuses more
     std::string l = Lower(n);
     if (l.empty() || std::find(lower_.begin(), lower_.end(), l) != lower_.end()) continue;
     unreported_.push_back(static_cast<int>(names_.size()));
@@ -114,6 +115,72 @@ std::vector<ParamChange> Reconcile(const ParamSet& client, const ParamSet& serve
     }
   }
   return out;
+}
+
+uint64_t ResetsInEffect(const std::vector<sql::Step>& steps, const ParamCatalog& catalog) {
+  using K = sql::Step::Kind;
+  const uint64_t all = catalog.size() >= 64 ? ~uint64_t{0} : (uint64_t{1} << catalog.size()) - 1;
+  // A frame is a transaction (empty name) or a savepoint, with the resets in
+  // effect when it began.
+  struct Frame {
+    bool savepoint;
+    std::string name;
+    uint64_t saved;
+  };
+  std::vector<Frame> stack;
+  uint64_t resets = 0;
+  auto bit = [&](const std::string& name) -> uint64_t {
+    int id = catalog.Find(name);
+    return id < 0 ? 0 : uint64_t{1} << id;
+  };
+  for (const auto& st : steps) {
+    switch (st.kind) {
+      case K::kSet:
+        resets &= ~bit(st.name);
+        break;
+      case K::kReset:
+        resets |= bit(st.name);
+        break;
+      case K::kResetAll:
+        resets = all;
+        break;
+      case K::kBegin:
+        stack.push_back({false, {}, resets});
+        break;
+      case K::kCommit:
+        stack.clear();  // savepoints go with their transaction; its changes stay
+        break;
+      case K::kRollback: {
+        // Back to the transaction's start; begun before the sequence: to its start.
+        resets = !stack.empty() && !stack.front().savepoint ? stack.front().saved : 0;
+        stack.clear();
+        break;
+      }
+      case K::kSavepoint:
+        stack.push_back({true, st.name, resets});
+        break;
+      case K::kRelease:
+      case K::kRollbackTo: {
+        size_t i = stack.size();
+        while (i > 0 && !(stack[i - 1].savepoint && stack[i - 1].name == st.name)) --i;
+        if (i == 0) {  // a savepoint from before the sequence
+          if (st.kind == K::kRollbackTo) {
+            resets = 0;
+            stack.clear();
+          }
+          break;
+        }
+        if (st.kind == K::kRollbackTo) {
+          resets = stack[i - 1].saved;
+          stack.resize(i);  // the savepoint itself stays
+        } else {
+          stack.resize(i - 1);
+        }
+        break;
+      }
+    }
+  }
+  return resets;
 }
 
 std::vector<ParamQuery> ApplyQueries(const ParamCatalog& catalog,

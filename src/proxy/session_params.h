@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "pgwire/message.h"
+#include "sql/session_effects.h"
 
 namespace pgwarden::proxy {
 
@@ -21,6 +22,8 @@ namespace pgwarden::proxy {
 // session. Built once at start; immutable and shared by every thread.
 class ParamCatalog {
  public:
+  // At most this many parameters are tracked (sets of them are bit masks).
+  static constexpr int kMaxParameters = 64;
   // The reported ones, spelled as PostgreSQL reports them.
   static const std::vector<std::string>& Reported();
 
@@ -99,6 +102,13 @@ struct ParamQuery {
 // are quoted as E'' literals, whatever standard_conforming_strings is.
 std::vector<ParamQuery> ApplyQueries(const ParamCatalog& catalog,
                                      const std::vector<ParamChange>& changes);
+
+// Which tracked parameters a sequence of statements that succeeded (one
+// query string, or one extended-protocol batch) leaves at their reset value,
+// as bits by id: a RESET (or RESET ALL) that no later SET overrides and no
+// later ROLLBACK or ROLLBACK TO undoes. A ROLLBACK or ROLLBACK TO that reaches
+// back past the start of the sequence undoes all of it. Pure.
+uint64_t ResetsInEffect(const std::vector<sql::Step>& steps, const ParamCatalog& catalog);
 
 // A string literal that reads the same with standard_conforming_strings on or
 // off: E'…' with backslashes and quotes escaped.

@@ -70,6 +70,43 @@ TEST(ReconcileTest, MakesTheServerTheClient) {
   }
 }
 
+TEST(ResetsInEffectTest, FollowsOrderTransactionsAndSavepoints) {
+  ParamCatalog c({"search_path", "statement_timeout"});
+  using K = sql::Step::Kind;
+  auto set = [](const char* n) { return sql::Step{K::kSet, n}; };
+  auto reset = [](const char* n) { return sql::Step{K::kReset, n}; };
+  auto tx = [](K k, const char* n = "") { return sql::Step{k, n}; };
+  uint64_t st = uint64_t{1} << c.Find("statement_timeout");
+  uint64_t tz = uint64_t{1} << c.Find("TimeZone");
+  uint64_t all = (uint64_t{1} << c.size()) - 1;
+  struct Row {
+    std::vector<sql::Step> steps;
+    uint64_t want;
+  };
+  std::vector<Row> rows = {
+      {{reset("statement_timeout")}, st},
+      {{reset("statement_timeout"), set("statement_timeout")}, 0},
+      {{tx(K::kResetAll)}, all},
+      {{tx(K::kResetAll), set("intervalstyle")}, all & ~(uint64_t{1} << c.Find("IntervalStyle"))},
+      {{tx(K::kBegin), reset("timezone"), tx(K::kRollback)}, 0},
+      {{tx(K::kBegin), reset("timezone"), tx(K::kCommit)}, tz},
+      {{reset("timezone"), tx(K::kRollback)}, 0},  // a transaction begun before the sequence
+      {{reset("timezone"), tx(K::kCommit)}, tz},
+      {{tx(K::kBegin), reset("timezone"), tx(K::kSavepoint, "s"), set("timezone"),
+        tx(K::kRollbackTo, "s"), tx(K::kCommit)},
+       tz},
+      {{reset("timezone"), tx(K::kSavepoint, "s"), reset("statement_timeout"),
+        tx(K::kRelease, "s")},
+       tz | st},
+      {{tx(K::kSavepoint, "a"), reset("timezone"), tx(K::kRollbackTo, "a")}, 0},
+      {{reset("timezone"), tx(K::kRollbackTo, "earlier")}, 0},
+      {{reset("timezone"), tx(K::kRelease, "earlier")}, tz},
+      {{reset("work_mem")}, 0},  // not tracked
+  };
+  for (size_t i = 0; i < rows.size(); ++i)
+    EXPECT_EQ(ResetsInEffect(rows[i].steps, c), rows[i].want) << "row " << i;
+}
+
 TEST(ApplyQueriesTest, EncodingFirstAndAloneThenValuesAndResets) {
   ParamCatalog c({"search_path"});
   int sp = c.Find("search_path"), tz = c.Find("TimeZone"), ds = c.Find("DateStyle");

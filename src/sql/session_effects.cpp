@@ -256,6 +256,12 @@ const char* ConstString(const PgQuery__Node* n) {
   return nullptr;
 }
 
+bool IsNullConst(const PgQuery__Node* n) {
+  if (n == nullptr) return false;
+  if (n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST) return IsNullConst(n->type_cast->arg);
+  return n->node_case == PG_QUERY__NODE__NODE_A_CONST && n->a_const->isnull;
+}
+
 // true / false for a boolean constant (true, 't'::bool, 'on', ...), else -1.
 int ConstBool(const PgQuery__Node* n) {
   if (n == nullptr) return -1;
@@ -288,7 +294,9 @@ void VisitFuncCall(const PgQuery__FuncCall* f, SessionEffects* out) {
     if (param == nullptr) {
       out->pins |= kPinParameter;
     } else if (local != 1) {  // not transaction-local (or not known to be)
-      out->params.push_back({Lower(param), false});
+      // set_config(name, NULL, ...) resets the parameter, as RESET does.
+      bool reset = f->n_args >= 2 && IsNullConst(f->args[1]);
+      out->steps.push_back({reset ? Step::Kind::kReset : Step::Kind::kSet, Lower(param)});
     }
   } else if (name == "pg_advisory_lock" || name == "pg_advisory_lock_shared" ||
              name == "pg_try_advisory_lock" || name == "pg_try_advisory_lock_shared") {
@@ -355,7 +363,7 @@ bool AnyTempName(PgQuery__Node* const* names, size_t n) {
 void VisitVariableSet(const PgQuery__VariableSetStmt* v, SessionEffects* out) {
   using K = PgQuery__VariableSetKind;
   if (v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL) {
-    out->reset_all = true;
+    out->steps.push_back({Step::Kind::kResetAll, {}});
     return;
   }
   std::string name = Lower(v->name ? v->name : "");
@@ -372,7 +380,38 @@ void VisitVariableSet(const PgQuery__VariableSetStmt* v, SessionEffects* out) {
   }
   bool reset = v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_RESET ||
                v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT;
-  out->params.push_back({std::move(name), reset});
+  out->steps.push_back({reset ? Step::Kind::kReset : Step::Kind::kSet, std::move(name)});
+}
+
+void VisitTransaction(const PgQuery__TransactionStmt* t, SessionEffects* out) {
+  using K = PgQuery__TransactionStmtKind;
+  std::string name = t->savepoint_name ? t->savepoint_name : "";
+  switch (t->kind) {
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_BEGIN:
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_START:
+      out->steps.push_back({Step::Kind::kBegin, {}});
+      break;
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_COMMIT:
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_PREPARE:
+      out->steps.push_back({Step::Kind::kCommit, {}});
+      if (t->chain) out->steps.push_back({Step::Kind::kBegin, {}});
+      break;
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_ROLLBACK:
+      out->steps.push_back({Step::Kind::kRollback, {}});
+      if (t->chain) out->steps.push_back({Step::Kind::kBegin, {}});
+      break;
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_SAVEPOINT:
+      out->steps.push_back({Step::Kind::kSavepoint, std::move(name)});
+      break;
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_RELEASE:
+      out->steps.push_back({Step::Kind::kRelease, std::move(name)});
+      break;
+    case K::PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_ROLLBACK_TO:
+      out->steps.push_back({Step::Kind::kRollbackTo, std::move(name)});
+      break;
+    default:
+      break;  // COMMIT / ROLLBACK PREPARED: another transaction's
+  }
 }
 
 void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
@@ -384,8 +423,11 @@ void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
     case PG_QUERY__NODE__NODE_DISCARD_STMT:
       if (n->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL) {
         out->discard_all = true;
-        out->reset_all = true;
+        out->steps.push_back({Step::Kind::kResetAll, {}});
       }
+      return;
+    case PG_QUERY__NODE__NODE_TRANSACTION_STMT:
+      VisitTransaction(n->transaction_stmt, out);
       return;
     case PG_QUERY__NODE__NODE_LISTEN_STMT:
       out->pins |= kPinListen;
@@ -398,7 +440,7 @@ void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
       if (name == nullptr || name[0] == '\0')
         out->deallocate_all = true;
       else
-        out->deallocate = true;
+        out->deallocated.emplace_back(name);
       return;
     }
     case PG_QUERY__NODE__NODE_DECLARE_CURSOR_STMT:
@@ -472,6 +514,83 @@ void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
 
 }  // namespace
 
+namespace {
+
+// The words of a short statement: identifiers lower-cased, quoted ones as
+// written; stops at anything else (a literal, a comment, punctuation).
+std::vector<std::string> LeadingWords(std::string_view s, size_t max_words) {
+  std::vector<std::string> words;
+  size_t i = 0;
+  while (i < s.size() && words.size() < max_words) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (IsSpace(c)) {
+      ++i;
+      continue;
+    }
+    if (c == '"') {
+      size_t end = SkipQuoted(s, i, '"', false);
+      if (end == std::string_view::npos) break;
+      std::string w;
+      for (size_t k = i + 1; k + 1 < end; ++k) {
+        w += s[k];
+        if (s[k] == '"') ++k;  // a doubled quote
+      }
+      words.push_back(std::move(w));
+      i = end;
+      continue;
+    }
+    if (!IdentStart(c)) break;
+    size_t j = i;
+    while (j < s.size() && IdentCont(static_cast<unsigned char>(s[j]))) ++j;
+    words.push_back(Lower(s.substr(i, j - i)));
+    i = j;
+  }
+  return words;
+}
+
+}  // namespace
+
+std::optional<Step> TransactionStep(std::string_view sql) {
+  // First a look at the first letter, which rules out nearly every statement.
+  size_t i = 0;
+  while (i < sql.size() && IsSpace(static_cast<unsigned char>(sql[i]))) ++i;
+  if (i == sql.size()) return std::nullopt;
+  char c = sql[i];
+  if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  if (c != 'b' && c != 's' && c != 'c' && c != 'e' && c != 'r' && c != 'a' && c != 'p')
+    return std::nullopt;
+  std::vector<std::string> w = LeadingWords(sql, 4);
+  if (w.empty()) return std::nullopt;
+  using K = Step::Kind;
+  const std::string& first = w[0];
+  if (first == "begin" || (first == "start" && w.size() > 1 && w[1] == "transaction"))
+    return Step{K::kBegin, {}};
+  if (first == "commit" || first == "end") {
+    if (w.size() > 1 && w[1] == "prepared") return std::nullopt;
+    return Step{K::kCommit, {}};
+  }
+  if (first == "prepare" && w.size() > 1 && w[1] == "transaction") return Step{K::kCommit, {}};
+  if (first == "savepoint" && w.size() > 1) return Step{K::kSavepoint, w[1]};
+  if (first == "release" && w.size() > 1) {
+    size_t n = w[1] == "savepoint" ? 2 : 1;
+    if (w.size() > n) return Step{K::kRelease, w[n]};
+    return std::nullopt;
+  }
+  if (first == "rollback" || first == "abort") {
+    size_t k = 1;
+    if (k < w.size() && (w[k] == "work" || w[k] == "transaction")) ++k;
+    if (k < w.size() && w[k] == "prepared") return std::nullopt;
+    if (k < w.size() && w[k] == "to") {
+      ++k;
+      if (k < w.size() && w[k] == "savepoint") ++k;
+      if (k < w.size()) return Step{K::kRollbackTo, w[k]};
+      return std::nullopt;
+    }
+    return Step{K::kRollback, {}};
+  }
+  return std::nullopt;
+}
+
 const char* PinReasonText(uint32_t pins) {
   if (pins & kPinRole) return "SET ROLE / SET SESSION AUTHORIZATION";
   if (pins & kPinParameter) return "set_config() of a parameter named by an expression";
@@ -513,6 +632,7 @@ SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {
     out.pins |= kPinTooComplex;  // could not be read back: assume the worst
     return out;
   }
+  out.statements = static_cast<int>(tree->n_stmts);
   for (size_t i = 0; i < tree->n_stmts; ++i) VisitStatement(tree->stmts[i]->stmt, &out);
   pg_query__parse_result__free_unpacked(tree, nullptr);
   return out;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,29 +31,59 @@ enum PinReason : uint32_t {
 // The words for the first reason in `pins` ("LISTEN", "a temporary object", ...).
 const char* PinReasonText(uint32_t pins);
 
-// A session parameter a statement sets (or resets to its default), not counting
-// SET LOCAL and set_config(..., true), which last only for the transaction.
-struct ParamTouch {
-  std::string name;    // lower case, as PostgreSQL compares them ("timezone", "search_path")
-  bool reset = false;  // RESET / SET ... TO DEFAULT rather than a value
+// One thing a statement does that decides what a session parameter is after
+// it, in order: a SET or RESET (not SET LOCAL or set_config(..., true), which
+// last only for their transaction), or the transaction control that keeps or
+// undoes them.
+struct Step {
+  enum class Kind : uint8_t {
+    kSet,         // SET name = …, set_config(name, value, false)
+    kReset,       // RESET name, SET name TO DEFAULT, set_config(name, NULL, false)
+    kResetAll,    // RESET ALL, DISCARD ALL
+    kBegin,       // BEGIN, START TRANSACTION
+    kCommit,      // COMMIT, END, PREPARE TRANSACTION (the session leaves it either way)
+    kRollback,    // ROLLBACK, ABORT
+    kSavepoint,   // SAVEPOINT name
+    kRelease,     // RELEASE [SAVEPOINT] name
+    kRollbackTo,  // ROLLBACK TO [SAVEPOINT] name
+  };
+  Kind kind = Kind::kSet;
+  std::string name;  // the parameter (lower case, as PostgreSQL compares them) or the savepoint
+
+  bool touches_parameter() const {
+    return kind == Kind::kSet || kind == Kind::kReset || kind == Kind::kResetAll;
+  }
+  bool operator==(const Step& o) const { return kind == o.kind && name == o.name; }
 };
 
 // What one query string (one or more statements) does to the session.
 struct SessionEffects {
-  std::vector<ParamTouch> params;  // in the order they appear
-  bool reset_all = false;          // RESET ALL or DISCARD ALL: every parameter to its default
-  bool discard_all = false;        // DISCARD ALL
-  bool deallocate = false;         // DEALLOCATE of one named statement
-  bool deallocate_all = false;     // DEALLOCATE ALL
+  std::vector<Step> steps;               // parameters and transaction control, in order
+  bool discard_all = false;              // DISCARD ALL
+  std::vector<std::string> deallocated;  // names DEALLOCATE drops (not ALL), as written
+  bool deallocate_all = false;           // DEALLOCATE ALL
   bool sequences = false;    // calls currval() / lastval(): reads the session's sequence cache
   uint32_t pins = kPinNone;  // PinReason bits
   bool parse_error = false;  // the parser refused it (PostgreSQL will too: it runs nothing)
+  int statements = 0;        // how many statements the string holds
 
+  bool touches_parameters() const {
+    for (const auto& s : steps) {
+      if (s.touches_parameter()) return true;
+    }
+    return false;
+  }
+  // Anything beyond transaction control.
   bool any() const {
-    return !params.empty() || reset_all || discard_all || deallocate || deallocate_all ||
+    return touches_parameters() || discard_all || !deallocated.empty() || deallocate_all ||
            sequences || pins != kPinNone;
   }
 };
+
+// The transaction control a single statement is (BEGIN, COMMIT, ROLLBACK TO
+// s, …), read from its words without the parser: for prepared statements,
+// whose text is seen once at Parse. Nothing for anything else.
+std::optional<Step> TransactionStep(std::string_view sql);
 
 // Cheap and conservative: false only when `sql` cannot contain a statement
 // with any of the effects above, so that the parser runs only for the few

@@ -10,10 +10,39 @@ namespace {
 
 std::string Describe(const SessionEffects& e) {
   std::string out;
-  for (const auto& p : e.params) out += (p.reset ? "reset:" : "set:") + p.name + " ";
-  if (e.reset_all) out += "reset_all ";
+  for (const auto& st : e.steps) {
+    switch (st.kind) {
+      case Step::Kind::kSet:
+        out += "set:" + st.name + " ";
+        break;
+      case Step::Kind::kReset:
+        out += "reset:" + st.name + " ";
+        break;
+      case Step::Kind::kResetAll:
+        out += "reset_all ";
+        break;
+      case Step::Kind::kBegin:
+        out += "begin ";
+        break;
+      case Step::Kind::kCommit:
+        out += "commit ";
+        break;
+      case Step::Kind::kRollback:
+        out += "rollback ";
+        break;
+      case Step::Kind::kSavepoint:
+        out += "savepoint:" + st.name + " ";
+        break;
+      case Step::Kind::kRelease:
+        out += "release:" + st.name + " ";
+        break;
+      case Step::Kind::kRollbackTo:
+        out += "rollback_to:" + st.name + " ";
+        break;
+    }
+  }
   if (e.discard_all) out += "discard_all ";
-  if (e.deallocate) out += "deallocate ";
+  for (const auto& d : e.deallocated) out += "deallocate:" + d + " ";
   if (e.deallocate_all) out += "deallocate_all ";
   if (e.sequences) out += "sequences ";
   if (e.pins) out += std::string("pin:") + PinReasonText(e.pins) + " ";
@@ -67,6 +96,11 @@ INSTANTIATE_TEST_SUITE_P(
              "pin:set_config() of a parameter named by an expression"},
         Case{"SELECT 1; SET statement_timeout = 5; RESET lock_timeout",
              "set:statement_timeout reset:lock_timeout"},
+        // In order, with the transaction control around them.
+        Case{"RESET ALL; SET IntervalStyle = 'postgres'", "reset_all set:intervalstyle"},
+        Case{"BEGIN; RESET x; SAVEPOINT \"S 1\"; SET x = 1; ROLLBACK TO S1; RELEASE s; COMMIT",
+             "begin reset:x savepoint:S 1 set:x rollback_to:s1 release:s commit"},
+        Case{"RESET x; COMMIT AND CHAIN; ROLLBACK", "reset:x commit begin rollback"},
         // Objects, locks and the rest.
         Case{"CREATE TEMP TABLE t (a int)", "pin:a temporary object"},
         Case{"CREATE TEMPORARY TABLE t (a int) ON COMMIT DELETE ROWS", "pin:a temporary object"},
@@ -83,7 +117,9 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = x AS 'select 1'", ""},
         Case{"ALTER ROLE app SET search_path = x", ""}, Case{"LISTEN ch", "pin:LISTEN"},
         Case{"UNLISTEN *", ""}, Case{"NOTIFY ch", ""}, Case{"PREPARE p AS SELECT 1", "pin:PREPARE"},
-        Case{"DEALLOCATE p", "deallocate"}, Case{"DEALLOCATE ALL", "deallocate_all"},
+        Case{"DEALLOCATE p", "deallocate:p"}, Case{"DEALLOCATE PREPARE \"P q\"", "deallocate:P q"},
+        Case{"SELECT set_config('TimeZone', NULL, false)", "reset:timezone"},
+        Case{"DEALLOCATE ALL", "deallocate_all"},
         Case{"DECLARE c CURSOR WITH HOLD FOR SELECT 1", "pin:a cursor WITH HOLD"},
         Case{"DECLARE c CURSOR FOR SELECT 1", ""},
         Case{"SELECT pg_advisory_lock(1)", "pin:a session advisory lock"},
@@ -158,6 +194,32 @@ TEST(PrefilterTest, EffectfulStatementsAreNeverFilteredOut) {
     if (rng() % 2) sql += std::string(";") + noise[rng() % 8];
     ASSERT_TRUE(MayAffectSession(sql)) << sql;
     ASSERT_TRUE(AnalyzeSessionEffects(sql).any()) << sql;
+  }
+}
+
+TEST(TransactionStepTest, ReadsTransactionControlFromItsWords) {
+  using K = Step::Kind;
+  auto is = [](const char* sql, K kind, const char* name = "") {
+    auto st = TransactionStep(sql);
+    return st && st->kind == kind && st->name == name;
+  };
+  EXPECT_TRUE(is("BEGIN", K::kBegin));
+  EXPECT_TRUE(is("  begin isolation level serializable", K::kBegin));
+  EXPECT_TRUE(is("START TRANSACTION READ ONLY", K::kBegin));
+  EXPECT_TRUE(is("COMMIT", K::kCommit));
+  EXPECT_TRUE(is("end;", K::kCommit));
+  EXPECT_TRUE(is("PREPARE TRANSACTION 'x'", K::kCommit));
+  EXPECT_TRUE(is("ROLLBACK", K::kRollback));
+  EXPECT_TRUE(is("abort work", K::kRollback));
+  EXPECT_TRUE(is("SAVEPOINT Sp1", K::kSavepoint, "sp1"));
+  EXPECT_TRUE(is("SAVEPOINT \"Sp1\"", K::kSavepoint, "Sp1"));
+  EXPECT_TRUE(is("RELEASE SAVEPOINT a", K::kRelease, "a"));
+  EXPECT_TRUE(is("release a", K::kRelease, "a"));
+  EXPECT_TRUE(is("ROLLBACK TO SAVEPOINT a", K::kRollbackTo, "a"));
+  EXPECT_TRUE(is("rollback transaction to b", K::kRollbackTo, "b"));
+  for (const char* other : {"SELECT 1", "COMMIT PREPARED 'x'", "ROLLBACK PREPARED 'x'",
+                            "PREPARE p AS SELECT 1", "savepoint", "", "start", "beginning"}) {
+    EXPECT_FALSE(TransactionStep(other).has_value()) << other;
   }
 }
 
