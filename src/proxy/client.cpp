@@ -51,8 +51,6 @@ bool IsFatal(const std::map<char, std::string>& f) {
   return it != f.end() && (it->second == "FATAL" || it->second == "PANIC");
 }
 
-uint64_t Bit(int id) { return uint64_t{1} << id; }
-
 const char* ProxyQueryName(ProxyQueryKind k) {
   switch (k) {
     case ProxyQueryKind::kCheck:
@@ -96,6 +94,7 @@ ClientSession::ClientSession(Worker& worker, int fd)
     : worker_(&worker),
       proxy_(worker.proxy()),
       fd_(fd),
+      params_(worker.proxy().params()),
       queue_(*this, worker.proxy().statements()),
       client_cursor_(worker.config().max_packet_size),
       server_cursor_(kMaxServerMessage) {}
@@ -654,37 +653,17 @@ void ClientSession::LoggedIn() {
     return;
   }
   pool_ = login_->pool();
-  asked_ = login_->parameters();
+  std::vector<std::pair<int, std::string>> asked = login_->parameters();
   login_.reset();
   in_ = std::move(rest);  // sent ahead of the welcome: handled after it
-  if (TakeStartupParameters()) {
+  params_.SetDefaults(pool_->defaults());
+  if (params_.TakeStartup(std::move(asked))) {
     // The server checks and spells them (or tells the pool its parameters).
     SetState(ClientState::kSetup);
     RequestServer();
     return;
   }
   SendWelcome();
-}
-
-bool ClientSession::TakeStartupParameters() {
-  defaults_ = pool_->defaults();
-  if (!defaults_) return true;  // the pool's first client: a server tells us the defaults
-  const ParamCatalog& catalog = proxy_.params();
-  bool need_server = false;
-  for (const auto& [id, value] : asked_) {
-    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
-    if (value == def) continue;
-    // application_name needs no check (any text is valid once cleaned); the
-    // others are spelled and checked by the server.
-    if (id == catalog.application_name_id())
-      params_.Assign(id, value, def);
-    else
-      need_server = true;
-  }
-  if (need_server) return true;
-  asked_.clear();
-  startup_ = params_;
-  return false;
 }
 
 void ClientSession::SendWelcome() {
@@ -695,16 +674,15 @@ void ClientSession::SendWelcome() {
     for (const auto& [k, v] : *server_params) {
       int id = catalog.Find(k);
       if (id >= 0 && !catalog.reported(id)) continue;  // read by us, never reported
-      const std::string* mine = id >= 0 ? params_.Find(id) : nullptr;
+      const std::string* mine = id >= 0 ? params_.values().Find(id) : nullptr;
       pgwire::AppendParameterStatus(out_, k, mine ? *mine : v);
     }
   }
-  if (const std::string* app = params_.Find(catalog.application_name_id())) {
+  if (const std::string* app = params_.values().Find(catalog.application_name_id())) {
     std::lock_guard lock(info_->mu);
     info_->application_name = *app;
   }
-  if (const std::string* scs = params_.Find(catalog.standard_conforming_strings_id()))
-    queue_.set_standard_conforming_strings(*scs == "on");
+  queue_.set_standard_conforming_strings(params_.standard_conforming_strings());
   int32_t pid = 0, key = 0;
   {
     std::lock_guard lock(info_->mu);
@@ -734,7 +712,7 @@ void ClientSession::FinishSetup() {
     Close("bad startup parameter");
     return;
   }
-  startup_ = params_;
+  params_.FinishStartup();
   ReleaseServer(false);
   SendWelcome();
 }
@@ -808,12 +786,6 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
         FailFatal("08P01", std::string("unknown or unexpected message type '") + h.type + "'");
         return;
       }
-      // Parameters that changed under the attached server go out first, at a
-      // boundary between batches.
-      if (reconcile_due_ && !queue_.batch_open()) {
-        reconcile_due_ = false;
-        QueueParameters();
-      }
       if (h.type == 'X' || RequestQueue::TakeWhole(h.type, tp)) {
         client_cursor_.Take();
       } else {
@@ -829,7 +801,7 @@ void ClientSession::ProcessClientBytes(std::string_view data) {
     if (step == Step::kMessage) {
       const char type = client_cursor_.header().type;
       if (!HandleClientMessage(client_cursor_.header(), client_cursor_.message())) return;
-      if (!batch_steps_.empty() && (type == 'Q' || type == 'F' || type == 'S')) {
+      if (params_.holding() && (type == 'Q' || type == 'F' || type == 'S')) {
         // The batch RESET what the client gave at startup: what it sent
         // behind it waits until the values are put back.
         restore_barrier_ = true;
@@ -1053,23 +1025,10 @@ void ClientSession::AttachServer(ServerConnPtr server) {
   if (state_ == ClientState::kSetup) {
     // Login: learn the pool's defaults if they were not known, then have the
     // server check and spell the parameters the client asked for.
-    if (!defaults_) {
-      defaults_ = pool_->defaults();
-      if (!TakeStartupParameters()) {
-        FinishSetup();
-        return;
-      }
-    }
-    std::vector<ParamChange> changes;
-    for (const auto& [id, value] : asked_) {
-      const std::string& def = (*defaults_)[static_cast<size_t>(id)];
-      if (id == proxy_.params().application_name_id() || value == def) continue;
-      changes.push_back({id, &value});
-    }
-    for (auto& q : ApplyQueries(proxy_.params(), changes))
+    if (!params_.has_defaults()) params_.SetDefaults(pool_->defaults());
+    for (auto& q : params_.SetupQueries())
       queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql,
                            &srv_out_);
-    asked_.clear();
     if (queue_.Idle()) FinishSetup();
     return;
   }
@@ -1091,28 +1050,15 @@ void ClientSession::AttachServer(ServerConnPtr server) {
 }
 
 bool ClientSession::QueueParameters() {
-  auto changes = Reconcile(params_, server_->params);
-  if (changes.empty()) return false;
   bool may_fail = false;
-  for (const auto& c : changes) {
-    may_fail |= c.id != proxy_.params().application_name_id();
-    // A RESET answers with no value: the server is at the default from now on
-    // (set_config() answers with the value, recorded in OnProxyRow).
-    if (c.value == nullptr) server_->params.Erase(c.id);
-  }
-  for (auto& q : ApplyQueries(proxy_.params(), changes))
+  for (auto& q : params_.Reconcile(&server_->params, &may_fail))
     queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
   return may_fail;
 }
 
 void ClientSession::StartServing() {
   SetState(ClientState::kActive);
-  if (const std::string* scs = params_.Find(proxy_.params().standard_conforming_strings_id()))
-    queue_.set_standard_conforming_strings(*scs == "on");
-  else if (defaults_)
-    queue_.set_standard_conforming_strings(
-        (*defaults_)[static_cast<size_t>(proxy_.params().standard_conforming_strings_id())] !=
-        "off");
+  queue_.set_standard_conforming_strings(params_.standard_conforming_strings());
   std::string pending = std::move(in_);
   in_.clear();
   in_.shrink_to_fit();
@@ -1181,39 +1127,7 @@ void ClientSession::Pin(uint32_t reason, const std::string& what) {
 void ClientSession::RestoreStartupParameters(char txn_status) {
   restore_barrier_ = false;
   resume_client_ = true;
-  std::vector<sql::Step> steps = std::move(batch_steps_);
-  batch_steps_.clear();
-  const bool failed = batch_failed_;
-  batch_failed_ = false;
-  // After an error the batch's changes are gone with its transaction (or
-  // wait, in a failed one, for its ROLLBACK): nothing to put back.
-  std::vector<std::pair<std::string, std::string>> held = std::move(held_status_);
-  held_status_.clear();
-  uint64_t resets = 0;
-  if (!failed && txn_status != 'E' && server_ && defaults_)
-    resets = ResetsInEffect(steps, proxy_.params());
-  const ParamCatalog& catalog = proxy_.params();
-  std::vector<ParamChange> changes;
-  for (const auto& [id, value] : startup_) {
-    if (resets & Bit(id)) changes.push_back({id, &value});
-  }
-  // What the client is told before this ReadyForQuery: the batch's own
-  // ParameterStatus messages, except for what is put back, and the values
-  // put back (as a direct connection, it never sees the server's default).
-  uint64_t restored = 0;
-  for (const auto& c : changes) restored |= Bit(c.id);
-  for (const auto& [name, value] : held) {
-    int id = catalog.Find(name);
-    if (id >= 0 && (restored & Bit(id))) continue;
-    pgwire::AppendParameterStatus(out_, name, value);
-  }
-  for (const auto& c : changes) {
-    if (catalog.reported(c.id)) pgwire::AppendParameterStatus(out_, catalog.name(c.id), *c.value);
-  }
-  if (changes.empty()) return;
-  // set_config() inside the client's transaction, if there is one: a later
-  // ROLLBACK takes it back together with the RESET.
-  for (auto& q : ApplyQueries(catalog, changes))
+  for (auto& q : params_.FinishBatch(txn_status, &out_))
     queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
 }
 
@@ -1221,26 +1135,9 @@ void ClientSession::RestoreStartupParameters(char txn_status) {
 
 void ClientSession::OnEffects(const sql::SessionEffects& e) {
   if (e.pins) Pin(e.pins, sql::PinReasonText(e.pins));
-  const ParamCatalog& catalog = proxy_.params();
-  for (const auto& st : e.steps) {
-    if (st.kind == sql::Step::Kind::kSet || st.kind == sql::Step::Kind::kReset) {
-      int id = catalog.Find(st.name);
-      if (id < 0) {
-        // A custom placeholder (a dotted name) stays in the session even
-        // after DISCARD ALL, as PostgreSQL keeps it.
-        if (st.name.find('.') != std::string::npos) sticky_pin_ = true;
-        Pin(sql::kPinParameter,
-            "SET of the untracked parameter " + st.name + " (proxy.track_extra_parameters)");
-        continue;
-      }
-      if (!catalog.reported(id)) readback_due_ = true;
-    } else if (st.kind == sql::Step::Kind::kResetAll) {
-      if (!catalog.unreported().empty()) readback_due_ = true;
-    }
-    // From the first RESET of the batch on, its steps decide what to put back.
-    const bool reset = st.kind == sql::Step::Kind::kReset || st.kind == sql::Step::Kind::kResetAll;
-    if ((reset || !batch_steps_.empty()) && !startup_.empty()) batch_steps_.push_back(st);
-  }
+  for (const auto& name : params_.OnStatement(e))
+    Pin(sql::kPinParameter,
+        "SET of the untracked parameter " + name + " (proxy.track_extra_parameters)");
   if (server_) {
     // A statement dropped by name may be one of the proxy's shared ones:
     // this server's list of them can no longer be trusted.
@@ -1269,10 +1166,9 @@ void ClientSession::OnReady(char status, bool ours) {
     // Everything the client sent has been answered (what is queued now is ours).
     const bool answered = queue_.syncs() == 0;
     if (restore_barrier_ && answered) RestoreStartupParameters(status);
-    if (status == 'I' && state_ == ClientState::kActive && readback_due_ && answered) {
+    if (status == 'I' && state_ == ClientState::kActive && answered && params_.TakeReadbackDue()) {
       // The transaction is over and touched an unreported parameter: its
       // value as the transaction left it is read back.
-      readback_due_ = false;
       queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
                            proxy_.params().readback_query(), &srv_out_);
     }
@@ -1318,13 +1214,7 @@ void ClientSession::OnReady(char status, bool ours) {
 bool ClientSession::OnParameterStatus(std::string_view name, std::string_view value, bool ours) {
   const ParamCatalog& catalog = proxy_.params();
   int id = catalog.Find(name);
-  if (id >= 0 && defaults_ && server_) {
-    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
-    server_->params.Assign(id, value, def);
-    // The client's values follow what it is shown; what our own queries
-    // change is either the client's value already, or the client is gone.
-    if (!ours) params_.Assign(id, value, def);
-  }
+  bool pass = !server_ || params_.OnParameterStatus(id, name, value, ours, &server_->params);
   if (!ours) {
     if (id == catalog.application_name_id()) {
       std::lock_guard lock(info_->mu);
@@ -1332,20 +1222,14 @@ bool ClientSession::OnParameterStatus(std::string_view name, std::string_view va
     }
     if (id == catalog.standard_conforming_strings_id())
       queue_.set_standard_conforming_strings(value == "on");
-    // In a batch that RESET what the client gave at startup, the client is
-    // told at its end what the values came to (RestoreStartupParameters).
-    if (!batch_steps_.empty()) {
-      held_status_.emplace_back(std::string(name), std::string(value));
-      return false;
-    }
   }
-  return true;
+  return pass;
 }
 
 void ClientSession::OnCommandTag(std::string_view tag) {
   // DISCARD ALL at the top level leaves the server as fresh as a new one:
   // whatever tied the client to it is gone.
-  if (tag == "DISCARD ALL" && pins_ != 0 && !sticky_pin_ && transaction_pooling()) {
+  if (tag == "DISCARD ALL" && pins_ != 0 && !params_.set_placeholder() && transaction_pooling()) {
     pool_->stats().pinned.fetch_sub(1, std::memory_order_relaxed);
     pins_ = 0;
     std::lock_guard lock(info_->mu);
@@ -1357,18 +1241,12 @@ void ClientSession::OnClientError(const std::map<char, std::string>& fields) {
   // The server ends the connection after a FATAL: the client has its reason
   // and gets no second one from us.
   if (IsFatal(fields)) server_fatal_ = true;
-  if (!batch_steps_.empty()) batch_failed_ = true;
+  params_.OnClientError();
 }
 
 void ClientSession::OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) {
-  if (!defaults_ || !server_) return;
-  const bool for_client = state_ != ClientState::kResetting;
-  for (size_t i = 0; i < q.columns.size() && i < values.size(); ++i) {
-    int id = q.columns[i];
-    const std::string& def = (*defaults_)[static_cast<size_t>(id)];
-    server_->params.Assign(id, values[i], def);
-    if (for_client) params_.Assign(id, values[i], def);
-  }
+  if (server_)
+    params_.OnRow(q.columns, values, &server_->params, state_ != ClientState::kResetting);
 }
 
 void ClientSession::OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) {

@@ -14,6 +14,7 @@
 #include "pgwire/cursor.h"
 #include "pgwire/message.h"
 #include "proxy/admin_session.h"
+#include "proxy/client_params.h"
 #include "proxy/client_state.h"
 #include "proxy/login.h"
 #include "proxy/pool.h"
@@ -89,9 +90,6 @@ class ClientSession final : public net::IoHandler,
   void OnLoginStep(ClientLogin::Next next);
   void StartTls();
   void LoggedIn();
-  // The parameters the client asked for, from the login; true when the
-  // server must check and spell them (setup), false when they are known.
-  bool TakeStartupParameters();
   void SendWelcome();
   void FinishSetup();
 
@@ -175,26 +173,12 @@ class ClientSession final : public net::IoHandler,
   std::string user_, database_;
   Pool* pool_ = nullptr;
 
-  // Session parameters: the client's values now, and the ones it gave at
-  // startup (what RESET returns to), both relative to the pool's defaults.
-  std::shared_ptr<const ParamDefaults> defaults_;
-  ParamSet params_, startup_;
-  std::vector<std::pair<int, std::string>> asked_;  // startup parameters not yet checked (setup)
-  bool readback_due_ = false;  // an unreported parameter was touched: read it back
-  // The batch (query string or extended batch) in progress RESET a parameter:
-  // its parameter and transaction steps from that RESET on; when it is
-  // answered without an error, the reset ones the client gave at startup are
-  // put back before anything it sent behind the batch goes out (held in in_).
-  std::vector<sql::Step> batch_steps_;
-  bool batch_failed_ = false;  // an error answered part of that batch
-  // The batch's ParameterStatus messages, held until its ReadyForQuery: one
-  // for a parameter that is put back is replaced by the value put back.
-  std::vector<std::pair<std::string, std::string>> held_status_;
+  // Session parameters (ClientParams). While a batch that RESET a startup
+  // parameter is answered, what the client sent behind it waits in in_.
+  ClientParams params_;
   bool restore_barrier_ = false;  // the batch is complete: the client's next bytes wait
   bool resume_client_ = false;    // the barrier is down: send what waited in in_
-  bool sticky_pin_ = false;     // a custom (dotted) placeholder was set: even DISCARD ALL keeps it
-  bool reconcile_due_ = false;  // the client's values changed under an attached server
-  uint32_t pins_ = 0;           // sql::PinReason bits: why it keeps its server
+  uint32_t pins_ = 0;             // sql::PinReason bits: why it keeps its server
   // The first failure of our own queries in this lending.
   struct ProxyFailure {
     ProxyQueryKind kind;
