@@ -342,6 +342,9 @@ void ClientSession::ServerLost(const std::string& what) {
   if (!server_fatal_)
     LOG_WARN(kLog, "server connection " << server_->id << " to " << server_->addr << ": " << what);
   const bool mid_request = !queue_.empty();
+  // Inside a transaction the client would otherwise COMMIT on a new server
+  // what was lost with this one.
+  const bool in_transaction = server_->txn_status != 'I';
   const bool was_pinned = pinned();
   const ClientState was = state_;
   ReleaseServer(true);
@@ -363,12 +366,13 @@ void ClientSession::ServerLost(const std::string& what) {
   // the client is told once (the server's own FATAL, forwarded, is enough)
   // and closed, as a direct connection would be. Between transactions in
   // transaction pooling the loss is the pool's business, not the client's.
-  if (mid_request || was_pinned || server_fatal_) {
+  if (mid_request || in_transaction || was_pinned || server_fatal_) {
     if (!server_fatal_)
       pgwire::AppendErrorResponse(
           out_, "FATAL", "08006",
-          "server connection lost" +
-              (mid_request ? " while running the request (" + what + ")" : " (" + what + ")"));
+          "server connection lost" + (mid_request      ? " while running the request (" + what + ")"
+                                      : in_transaction ? " inside a transaction (" + what + ")"
+                                                       : " (" + what + ")"));
     Close("server connection lost");
   }
 }
@@ -489,9 +493,9 @@ void ClientSession::Close(const char* why) {
       const std::string& reset = worker_->config().server_reset_query;
       if (!reset.empty()) {
         SetState(ClientState::kResetting);
-        queue_.AddProxyQuery({ProxyQueryKind::kReset, {}, false}, reset, &srv_out_);
+        queue_.AddProxyQuery({ProxyQueryKind::kReset, {}}, reset, &srv_out_);
         if (!proxy_.params().readback_query().empty())
-          queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
+          queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported()},
                                proxy_.params().readback_query(), &srv_out_);
         if (client_eof_) {
           out_.clear();
@@ -1027,8 +1031,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
     // server check and spell the parameters the client asked for.
     if (!params_.has_defaults()) params_.SetDefaults(pool_->defaults());
     for (auto& q : params_.SetupQueries())
-      queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql,
-                           &srv_out_);
+      queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns)}, q.sql, &srv_out_);
     if (queue_.Idle()) FinishSetup();
     return;
   }
@@ -1038,7 +1041,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
       xact_start_ - server_->last_used >= cfg.server_check_delay) {
     // Idle for a while: make sure it still works before the client's request
     // goes to it (server_check_query, answered to no one).
-    queue_.AddProxyQuery({ProxyQueryKind::kCheck, {}, false}, cfg.server_check_query, &srv_out_);
+    queue_.AddProxyQuery({ProxyQueryKind::kCheck, {}}, cfg.server_check_query, &srv_out_);
     hold = true;
   }
   hold |= QueueParameters();
@@ -1052,7 +1055,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
 bool ClientSession::QueueParameters() {
   bool may_fail = false;
   for (auto& q : params_.Reconcile(&server_->params, &may_fail))
-    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
+    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns)}, q.sql, &srv_out_);
   return may_fail;
 }
 
@@ -1128,7 +1131,7 @@ void ClientSession::RestoreStartupParameters(char txn_status) {
   restore_barrier_ = false;
   resume_client_ = true;
   for (auto& q : params_.FinishBatch(txn_status, &out_))
-    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns), false}, q.sql, &srv_out_);
+    queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns)}, q.sql, &srv_out_);
 }
 
 // ---------------------------------------------------------------- what the traffic tells
@@ -1148,8 +1151,7 @@ void ClientSession::OnEffects(const sql::SessionEffects& e) {
     // another client used last it would show that client's values.
     if (e.sequences && queue_.fresh() && server_->last_client != 0 &&
         server_->last_client != info_->id)
-      queue_.AddProxyQuery({ProxyQueryKind::kDiscardSequences, {}, false}, "DISCARD SEQUENCES",
-                           &srv_out_);
+      queue_.AddProxyQuery({ProxyQueryKind::kDiscardSequences, {}}, "DISCARD SEQUENCES", &srv_out_);
   }
 }
 
@@ -1169,7 +1171,7 @@ void ClientSession::OnReady(char status, bool ours) {
     if (status == 'I' && state_ == ClientState::kActive && answered && params_.TakeReadbackDue()) {
       // The transaction is over and touched an unreported parameter: its
       // value as the transaction left it is read back.
-      queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported(), false},
+      queue_.AddProxyQuery({ProxyQueryKind::kReadback, proxy_.params().unreported()},
                            proxy_.params().readback_query(), &srv_out_);
     }
     return;
@@ -1260,7 +1262,5 @@ void ClientSession::OnProxyError(const ProxyQuery& q, const std::map<char, std::
   if (server_ && !(q.kind == ProxyQueryKind::kParams && state_ == ClientState::kSetup))
     server_->broken = true;
 }
-
-void ClientSession::OnProxyDone(const ProxyQuery& q) { (void)q; }
 
 }  // namespace pgwarden::proxy

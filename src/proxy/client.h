@@ -136,7 +136,6 @@ class ClientSession final : public net::IoHandler,
   void OnClientError(const std::map<char, std::string>& fields) override;
   void OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) override;
   void OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) override;
-  void OnProxyDone(const ProxyQuery& q) override;
   void Replay(std::string bytes) override;
 
   Worker* worker_;  // changes only when the session moves (MoveTo)

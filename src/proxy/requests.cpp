@@ -541,16 +541,10 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
       char status = whole.size() > 5 ? whole[5] : 'I';
       txn_status_ = status;
       if (server_) server_->txn_status = status;
-      ProxyQuery done;
-      bool popped_proxy = false;
       if (!pending_.empty() &&
           (head == Expect::kSync || head == Expect::kQuery || head == Expect::kProxyQuery)) {
         pending_.pop_front();
-        if (head == Expect::kProxyQuery && !proxy_queries_.empty()) {
-          done = std::move(proxy_queries_.front());
-          proxy_queries_.pop_front();
-          popped_proxy = true;
-        }
+        if (head == Expect::kProxyQuery && !proxy_queries_.empty()) proxy_queries_.pop_front();
       }
       if (syncs_ > 0) --syncs_;
       if (head == Expect::kSync || head == Expect::kQuery) replayable_ = false;
@@ -562,27 +556,21 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
         observer_.Replay(std::move(bytes));
         return false;
       }
-      if (popped_proxy) observer_.OnProxyDone(done);
       observer_.OnReady(status, ours);
       return forward;
     }
     case 'S': {
-      // Ours are swallowed, but for one that puts back what the client had:
-      // the client saw the change it undoes and must see this one too.
-      const bool shown = ours && !proxy_queries_.empty() && proxy_queries_.front().visible;
       size_t pos = 5;
       std::string_view name, value;
       if (pgwire::ReadCString(whole, &pos, &name) && pgwire::ReadCString(whole, &pos, &value)) {
-        bool pass = observer_.OnParameterStatus(name, value, swallow && !shown);
+        bool pass = observer_.OnParameterStatus(name, value, swallow);
         if (!swallow && !pass) forward = false;
       }
-      if (shown) forward = true;
       break;
     }
     case 'E': {
       auto fields = pgwire::ParseErrorFields(whole.substr(5));
       if (ours && !proxy_queries_.empty()) {
-        proxy_queries_.front().failed = true;
         observer_.OnProxyError(proxy_queries_.front(), fields);
       } else if (!swallow) {
         observer_.OnClientError(fields);

@@ -44,8 +44,6 @@ enum class ProxyQueryKind : uint8_t {
 struct ProxyQuery {
   ProxyQueryKind kind = ProxyQueryKind::kCheck;
   std::vector<int> columns;  // kParams / kReadback: the parameter id of each column of its row
-  bool failed = false;       // it answered with an ErrorResponse
-  bool visible = false;      // its ParameterStatus messages go on to the client
 };
 
 // The extended-protocol bookkeeping of one client session: the responses its
@@ -74,10 +72,9 @@ class RequestQueue {
     virtual void OnCommandTag(std::string_view tag) = 0;
     // An ErrorResponse forwarded to the client (FATAL ends the session).
     virtual void OnClientError(const std::map<char, std::string>& fields) = 0;
-    // The row, error and end of a proxy query.
+    // The row and the error of a proxy query (its end is OnReady, `ours`).
     virtual void OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) = 0;
     virtual void OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) = 0;
-    virtual void OnProxyDone(const ProxyQuery& q) = 0;
     // The batch of client messages `bytes` failed only because a server
     // statement shared with other clients went stale; nothing of it reached
     // the client. The session sends `bytes` again as if the client had.

@@ -751,6 +751,32 @@ TEST_F(IsolationTest, TransactionServerKilledBetweenTransactionsIsInvisible) {
   EXPECT_EQ(Value(c.get(), "SELECT 'still here'"), "still here");
 }
 
+// A server connection cut without a word (the kernel aborts the proxy's end
+// of it) while the client is inside a transaction: the client is told and
+// closed; it must not go on to COMMIT on another server what was lost.
+TEST_F(IsolationTest, ServerLostInsideATransactionEndsTheClient) {
+  PqConn c = Open("tx1");
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(PqExec(c.get(), "BEGIN").ok);
+  ASSERT_TRUE(PqExec(c.get(), "INSERT INTO iso_enc (v) VALUES ('lost-with-its-server')").ok);
+  std::string port;
+  for (const auto& row : Admin("SHOW SERVERS")) {
+    if (row.at("database") == "tx1" && row.at("state") == "active" && row.at("user") == kAppUser)
+      port = row.at("local_port");
+  }
+  ASSERT_FALSE(port.empty()) << "no active server for the client";
+  CommandResult kill = itest::Run({"/usr/bin/ss", "-K", "sport", "=", ":" + port}, 10s);
+  ASSERT_EQ(kill.exit_code, 0) << kill.Describe();
+  ReadOutcome r = ReadUntilClosed(PQsocket(c.get()), 5s);
+  EXPECT_TRUE(r.closed) << "the client was left open after its transaction was lost";
+  std::string codes;
+  EXPECT_EQ(CountErrors(r.bytes, &codes), 1) << codes;
+  EXPECT_EQ(codes, "08006 ");
+  EXPECT_EQ(ValueOr(QueryValue(env->backend->DirectConninfo(),
+                               "SELECT count(*) FROM iso_enc WHERE v = 'lost-with-its-server'")),
+            "0");
+}
+
 // --- Prepared statements -----------------------------------------------------------
 
 // Regression: a Parse that failed still recorded the client's name, so the
