@@ -330,42 +330,63 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
   }
   // cluster.yml without its old proxy section, then the new one.
   std::ifstream in(lc.ClusterFile());
-  std::string text, line, old_text;
+  std::string base, line, old_text;
   bool in_proxy = false;
   while (std::getline(in, line)) {
     old_text += line + "\n";
     if (line.rfind("proxy:", 0) == 0) in_proxy = true;
-    if (!in_proxy) text += line + "\n";
+    if (!in_proxy) base += line + "\n";
   }
   const auto& su = cfg.postgresql.superuser;
   std::string userlist = lc.dir + "/userlist.txt";
   WriteFile(userlist, "\"" + su.username + "\" \"" + su.password + "\"\n",
             fs::perms::owner_read | fs::perms::owner_write);
-  text += "proxy:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n  auth_file: " + userlist +
-          "\n  admin_users: [" + su.username +
-          "]\n  databases:\n    '*': {host: " + leader_at->host +
-          ", port: " + std::to_string(leader_at->port) + "}\n";
+  auto with_proxy = [&](uint16_t at) {
+    return base + "proxy:\n  listen: 127.0.0.1:" + std::to_string(at) +
+           "\n  auth_file: " + userlist + "\n  admin_users: [" + su.username +
+           "]\n  databases:\n    '*': {host: " + leader_at->host +
+           ", port: " + std::to_string(leader_at->port) + "}\n";
+  };
+  std::string text = with_proxy(port);
   if (running) {
     if (text == old_text) return port;  // same leader, same settings: keep its clients
     StopProcess(*running, SIGTERM, std::chrono::seconds(40));
   }
-  WriteFile(lc.ClusterFile(), text, fs::perms::owner_read | fs::perms::owner_write);
-  ProcessOptions o;
-  o.log_file = lc.dir + "/proxy.log";
-  o.new_session = true;
-  auto pid = SpawnProcess({SelfExecutable(), "proxy", "-c", lc.ClusterFile()}, o);
-  if (!pid.ok()) return pid.status();
-  WriteFile(lc.dir + "/proxy.pid", std::to_string(*pid) + "\n",
-            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                fs::perms::others_read);
-  auto deadline = Clk::now() + std::chrono::seconds(10);
-  while (Clk::now() < deadline) {
-    if (!ProcessAlive(*pid))
+  // A port found free can be taken by someone else before the proxy binds
+  // it: then a fresh free port, said out loud (a few times at most).
+  for (int attempt = 0;; ++attempt) {
+    WriteFile(lc.ClusterFile(), text, fs::perms::owner_read | fs::perms::owner_write);
+    ProcessOptions o;
+    o.log_file = lc.dir + "/proxy.log";
+    o.new_session = true;
+    auto pid = SpawnProcess({SelfExecutable(), "proxy", "-c", lc.ClusterFile()}, o);
+    if (!pid.ok()) return pid.status();
+    WriteFile(lc.dir + "/proxy.pid", std::to_string(*pid) + "\n",
+              fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                  fs::perms::others_read);
+    auto deadline = Clk::now() + std::chrono::seconds(10);
+    bool exited = false;
+    while (Clk::now() < deadline) {
+      if (!ProcessAlive(*pid)) {
+        exited = true;
+        break;
+      }
+      if (PortAccepts(port)) return port;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!exited)
+      return Timeout("the proxy did not listen on 127.0.0.1:" + std::to_string(port) +
+                     " within 10 s");
+    if (attempt == 2 || PortFree(port))
       return IoError("the proxy exited at start; see " + lc.dir + "/proxy.log");
-    if (PortAccepts(port)) return port;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    uint16_t taken = port;
+    port = FreePort();
+    std::fprintf(stderr,
+                 "pgwarden up: 127.0.0.1:%u was taken before the proxy could listen on it; the "
+                 "proxy moves to 127.0.0.1:%u\n",
+                 taken, port);
+    text = with_proxy(port);
   }
-  return Timeout("the proxy did not listen on 127.0.0.1:" + std::to_string(port) + " within 10 s");
 }
 
 }  // namespace
