@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
       "CURRENT_TIMESTAMP);"};
   const char* flagged[] = {"SET search_path = app, public", "SELECT set_config('TimeZone', 'UTC', false)",
                            "RESET ALL"};
-  volatile long sink = 0;
+  long sink = 0;
   for (const char* q : plain) {
     auto t0 = std::chrono::steady_clock::now();
     for (long i = 0; i < n; ++i) sink += pgwarden::sql::MayAffectSession(q);
@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
     double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / m;
     std::printf("prefilter + parser  %7.1f ns  %.60s\n", ns, q);
   }
-  return sink == -1;
+  std::printf("(%ld)\n", sink);  // keeps the calls from being optimised away
+  return 0;
 }
 CPP
 g++ -O2 -std=c++20 -I"$root/src" "$work/main.cpp" "$root/src/sql/session_effects.cpp" -lpg_query \
