@@ -4,9 +4,9 @@
 // the proxy runs on every query; only when it says "maybe" does the parser
 // run. The invariant: when the prefilter says "no", the parser, with either
 // value of standard_conforming_strings, finds no session effect either (a
-// miss would let a SET or a LISTEN through unseen; a statement too deeply
-// nested to walk is assumed the worst only as a precaution, and is not a
-// miss). The parse tree walk also
+// miss would let a SET or a LISTEN through unseen; the pins of precaution —
+// too big or deep to walk, refused by the grammar, read differently under
+// the two settings — say what the parser could not see, and are no miss). The parse tree walk also
 // runs for every input, for crashes and undefined behaviour. Build and run
 // with fuzz/run.sh SECONDS sql.
 #include <cstdint>
@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     SessionEffects e = AnalyzeSessionEffects(text, scs);
     // A tree too deep to walk is pinned as a precaution, not because it was
     // seen to do anything: no effect to miss.
-    e.pins &= ~kPinTooComplex;
+    e.pins &= ~kPinsPrecaution;
     if (!maybe && e.any()) {
       std::fprintf(stderr,
                    "invariant failed: the prefilter let through a string with session effects "

@@ -200,7 +200,9 @@ bool ClientSession::ClientMayRead() const {
   if (admin_ && admin_->pausing()) return false;
   // What the last transaction's SET / RESET left is being read back: the
   // client's next statement waits for its parameters to be settled.
-  if (server_ && (restore_barrier_ || queue_.Awaiting(ProxyQueryKind::kReadback))) return false;
+  if (server_ &&
+      (restore_barrier_ || queue_.retrying() || queue_.Awaiting(ProxyQueryKind::kReadback)))
+    return false;
   return !client_eof_ && !client_done_ && !ServerOutputPending() &&
          !(ClientOutputPending() && !server_);
 }
@@ -350,7 +352,8 @@ void ClientSession::ServerLost(const std::string& what) {
   ReleaseServer(true);
   switch (was) {
     case ClientState::kResetting:
-      return;  // Pump finishes the close
+      SetState(ClientState::kClosing);  // Pump finishes the close
+      return;
     case ClientState::kPreparing:
     case ClientState::kSetup:
       // Lost while our own queries ran: nothing of the client's was sent. It
@@ -477,9 +480,12 @@ bool ClientSession::FlushServer() {
 }
 
 void ClientSession::Close(const char* why) {
-  if (state_ == ClientState::kClosed || state_ == ClientState::kClosing ||
-      state_ == ClientState::kResetting)
+  if (state_ == ClientState::kClosed || state_ == ClientState::kClosing) return;
+  if (state_ == ClientState::kResetting) {  // the reset went wrong: the server is closed
+    ReleaseServer(true);
+    SetState(ClientState::kClosing);
     return;
+  }
   LOG_DEBUG(kLog, "closing client " << info_->id << ": " << why);
   if (state_ == ClientState::kWaiting || state_ == ClientState::kSetup) {
     if (pool_) pool_->CancelWait(info_->id);
@@ -489,9 +495,11 @@ void ClientSession::Close(const char* why) {
     if (clean && pinned() && !admin_) {
       // It held the server for its session: reset it before anyone else
       // gets it (it goes back when the reset answers, or is closed if the
-      // reset fails). Without a reset query it is closed.
+      // reset fails). Without a reset query it is closed, and so it is when
+      // the client did what a reset does not undo, or what the proxy could
+      // not see into.
       const std::string& reset = worker_->config().server_reset_query;
-      if (!reset.empty()) {
+      if (!reset.empty() && !BeyondReset()) {
         SetState(ClientState::kResetting);
         queue_.AddProxyQuery({ProxyQueryKind::kReset, {}}, reset, &srv_out_);
         if (!proxy_.params().readback_query().empty())
@@ -696,6 +704,7 @@ void ClientSession::SendWelcome() {
   pgwire::AppendBackendKeyData(out_, pid, key);
   pgwire::AppendReadyForQuery(out_, 'I');
   SetState(ClientState::kIdle);
+  CheckCarriedValues();
   if (!in_.empty()) {
     std::string pending = std::move(in_);
     in_.clear();
@@ -758,6 +767,8 @@ void ClientSession::AwaitPause() {
 void ClientSession::HandleClientData(std::string_view data) {
   if (server_ && (state_ == ClientState::kActive)) {
     ProcessClientBytes(data);
+    // The proxy may have answered it all by itself (a DEALLOCATE).
+    if (server_ && ShouldRelease()) ReleaseServer(false);
     return;
   }
   // No server yet (or it is being prepared): keep the bytes and get one.
@@ -830,6 +841,7 @@ bool ClientSession::HandleClientMessage(const pgwire::Header& h, std::string_vie
     st.query_count.fetch_add(1, std::memory_order_relaxed);
     StartQueryClock();
   }
+  queue_.set_server_mid_message(server_cursor_.InMessage());
   if (!queue_.FromClient(h, msg, transaction_pooling(), &srv_out_, &out_)) {
     FailFatal("08P01", std::string("malformed '") + h.type + "' message");
     return false;
@@ -1054,7 +1066,7 @@ void ClientSession::AttachServer(ServerConnPtr server) {
 
 bool ClientSession::QueueParameters() {
   bool may_fail = false;
-  for (auto& q : params_.Reconcile(&server_->params, &may_fail))
+  for (auto& q : params_.Reconcile(&server_->params, server_->reset_values, &may_fail))
     queue_.AddProxyQuery({ProxyQueryKind::kParams, std::move(q.columns)}, q.sql, &srv_out_);
   return may_fail;
 }
@@ -1114,10 +1126,9 @@ void ClientSession::ReleaseServer(bool broken) {
 }
 
 void ClientSession::Pin(uint32_t reason, const std::string& what) {
-  if (!transaction_pooling()) return;  // session pooling keeps the server anyway
   const bool first = pins_ == 0;
-  pins_ |= reason;
-  if (!first) return;
+  pins_ |= reason;  // also in session pooling: it decides how the server is given back
+  if (!first || !transaction_pooling()) return;  // session pooling keeps the server anyway
   pool_->stats().pinned.fetch_add(1, std::memory_order_relaxed);
   pool_->stats().pinned_total.fetch_add(1, std::memory_order_relaxed);
   LOG_INFO(kLog,
@@ -1125,6 +1136,20 @@ void ClientSession::Pin(uint32_t reason, const std::string& what) {
                      << ") keeps its server connection for the rest of its session: " << what);
   std::lock_guard lock(info_->mu);
   info_->pinned = what;
+}
+
+void ClientSession::CheckCarriedValues() {
+  const ParamCatalog& catalog = proxy_.params();
+  if (sql::IsUnsafeClientEncoding(params_.Value(catalog.client_encoding_id())))
+    Pin(sql::kPinEncoding, sql::PinReasonText(sql::kPinEncoding));
+  int search_path = catalog.Find("search_path");
+  if (search_path >= 0) {
+    std::string v = params_.Value(search_path);
+    for (char& c : v) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    // pg_temp in the path makes plain CREATE TABLE create temporary tables.
+    if (v.find("pg_temp") != std::string::npos)
+      Pin(sql::kPinTempObject, "a search_path with pg_temp in it");
+  }
 }
 
 void ClientSession::RestoreStartupParameters(char txn_status) {
@@ -1225,13 +1250,17 @@ bool ClientSession::OnParameterStatus(std::string_view name, std::string_view va
     if (id == catalog.standard_conforming_strings_id())
       queue_.set_standard_conforming_strings(value == "on");
   }
+  // However it got there (a function's set_config(), say): the proxy cannot
+  // read this client's SQL any more.
+  if (id == catalog.client_encoding_id() && sql::IsUnsafeClientEncoding(value))
+    Pin(sql::kPinEncoding, sql::PinReasonText(sql::kPinEncoding));
   return pass;
 }
 
 void ClientSession::OnCommandTag(std::string_view tag) {
   // DISCARD ALL at the top level leaves the server as fresh as a new one:
   // whatever tied the client to it is gone.
-  if (tag == "DISCARD ALL" && pins_ != 0 && !params_.set_placeholder() && transaction_pooling()) {
+  if (tag == "DISCARD ALL" && pins_ != 0 && !BeyondReset() && transaction_pooling()) {
     pool_->stats().pinned.fetch_sub(1, std::memory_order_relaxed);
     pins_ = 0;
     std::lock_guard lock(info_->mu);
@@ -1247,8 +1276,9 @@ void ClientSession::OnClientError(const std::map<char, std::string>& fields) {
 }
 
 void ClientSession::OnProxyRow(const ProxyQuery& q, const std::vector<std::string>& values) {
-  if (server_)
-    params_.OnRow(q.columns, values, &server_->params, state_ != ClientState::kResetting);
+  if (!server_) return;
+  params_.OnRow(q.columns, values, &server_->params, state_ != ClientState::kResetting);
+  CheckCarriedValues();
 }
 
 void ClientSession::OnProxyError(const ProxyQuery& q, const std::map<char, std::string>& fields) {

@@ -121,6 +121,15 @@ class ClientSession final : public net::IoHandler,
   bool ShouldRelease() const;
   void ReleaseServer(bool broken);
   void Pin(uint32_t reason, const std::string& what);
+  // It did what a server reset does not undo, or what the proxy could not
+  // see into: its server is closed when it leaves, and DISCARD ALL unpins
+  // nothing.
+  bool BeyondReset() const {
+    return (pins_ & sql::kPinsBeyondDiscard) != 0 || params_.set_placeholder();
+  }
+  // Pins the client for values the proxy cannot carry between servers (a
+  // search_path with pg_temp, a client_encoding it cannot lex).
+  void CheckCarriedValues();
   bool ClientOutputPending() const { return !out_.empty() || !client_raw_.empty(); }
   bool ServerOutputPending() const { return !srv_out_.empty() || !srv_raw_.empty(); }
 

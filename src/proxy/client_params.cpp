@@ -44,19 +44,25 @@ std::vector<ParamQuery> ClientParams::SetupQueries() {
     }
     if (value != Default(id)) changes.push_back({id, &value});
   }
-  std::vector<ParamQuery> queries = ApplyQueries(catalog_, changes);
-  asked_.clear();  // (the queries hold copies of the values)
-  return queries;
+  // asked_ stays until FinishStartup: a server lost meanwhile is replaced
+  // and asked again.
+  return ApplyQueries(catalog_, changes);
 }
 
-std::vector<ParamQuery> ClientParams::Reconcile(ParamSet* server, bool* may_fail) {
+std::vector<ParamQuery> ClientParams::Reconcile(ParamSet* server, const ParamSet& reset_values,
+                                                bool* may_fail) {
   *may_fail = false;
   std::vector<ParamChange> changes = proxy::Reconcile(values_, *server);
-  for (const auto& c : changes) {
+  for (auto& c : changes) {
     *may_fail |= c.id != catalog_.application_name_id();
+    if (c.value != nullptr) continue;
+    if (reset_values.Find(c.id) != nullptr) {
+      c.value = &Default(c.id);  // its RESET would not lead to the pool's default
+      continue;
+    }
     // A RESET answers with no value: the server is at the default from now
     // on (set_config() answers with the value, recorded in OnRow).
-    if (c.value == nullptr) server->Erase(c.id);
+    server->Erase(c.id);
   }
   return ApplyQueries(catalog_, changes);
 }

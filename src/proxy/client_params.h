@@ -37,7 +37,10 @@ class ClientParams {
   // The set_config() queries that check and spell what TakeStartup left.
   std::vector<ParamQuery> SetupQueries();
   // The checked values are the client's startup values from now on.
-  void FinishStartup() { startup_ = values_; }
+  void FinishStartup() {
+    startup_ = values_;
+    asked_.clear();
+  }
 
   // The client's value of `id` as the server spells it (the default when it has none).
   const std::string& Value(int id) const;
@@ -51,7 +54,10 @@ class ClientParams {
   // RESETs are recorded in *server at once: they answer with no value).
   // *may_fail: something other than application_name is set, which the
   // client's request should wait for.
-  std::vector<ParamQuery> Reconcile(ParamSet* server, bool* may_fail);
+  // `reset_values`: where the server's own RESET leads (its login values,
+  // relative to the pool's defaults; they differ after ALTER ROLE … SET):
+  // for those the default is set by value, not by RESET.
+  std::vector<ParamQuery> Reconcile(ParamSet* server, const ParamSet& reset_values, bool* may_fail);
 
   // --- what the traffic tells
   // A statement the client is about to run. Returns the names of untracked

@@ -86,13 +86,26 @@ TEST_F(ClientParamsTest, ReconcileSetsWhatDiffersAndRecordsResets) {
   ParamSet other;  // a server the previous client left with a search_path
   other.Assign(Id("search_path"), "pg_catalog", "");
   bool may_fail = false;
-  auto queries = params_.Reconcile(&other, &may_fail);
+  auto queries = params_.Reconcile(&other, ParamSet(), &may_fail);
   ASSERT_EQ(queries.size(), 1u);
   EXPECT_EQ(
       queries[0].sql,
       "SELECT pg_catalog.set_config(E'TimeZone', E'Asia/Tokyo', false);RESET \"search_path\"");
   EXPECT_TRUE(may_fail);
   EXPECT_EQ(other.Find(Id("search_path")), nullptr);  // reset at once
+}
+
+// A server logged in after ALTER ROLE … SET TimeZone resets to that, not to
+// the pool's default: the default is set by value there.
+TEST_F(ClientParamsTest, ReconcileSetsTheDefaultByValueWhereResetLeadsElsewhere) {
+  ParamSet server, reset_values;
+  server.Assign(Id("TimeZone"), "Asia/Tokyo", "Etc/UTC");
+  reset_values = server;
+  bool may_fail = false;
+  auto queries = params_.Reconcile(&server, reset_values, &may_fail);
+  ASSERT_EQ(queries.size(), 1u);
+  EXPECT_EQ(queries[0].sql, "SELECT pg_catalog.set_config(E'TimeZone', E'Etc/UTC', false)");
+  EXPECT_NE(server.Find(Id("TimeZone")), nullptr);  // until the answer says otherwise
 }
 
 TEST_F(ClientParamsTest, ResetOfAStartupValueIsPutBackAndTheClientSeesOnlyThat) {

@@ -78,6 +78,7 @@ void Pool::LearnParamsLocked(ServerConn& s) {
     if (it != s.login_params.end())
       s.params.Assign(id, it->second, (*defaults_)[static_cast<size_t>(id)]);
   }
+  s.reset_values = s.params;
 }
 
 void Pool::Dispose(std::vector<ServerConnPtr>& servers) {

@@ -1,7 +1,10 @@
 // RequestQueue: expected responses, statement names across server connections, stale-plan replays.
 #include "proxy/requests.h"
 
+#include <openssl/sha.h>
+
 #include <cstdio>
+#include <cstring>
 
 #include "proxy/server_conn.h"
 #include "proxy/session_params.h"
@@ -9,24 +12,49 @@
 namespace pgwarden::proxy {
 namespace {
 
-// FNV-1a 64 over the Parse body after the name (query text and parameter types).
-uint64_t StatementKey(std::string_view tail) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : tail) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
+// A server statement's name stands for its text: SHA-256 of the Parse body
+// after the name (query text and parameter types), so that no client can
+// make up another text with the same name (with a fast hash one could, and
+// have another client's Bind run it).
+struct TextDigest {
+  unsigned char bytes[SHA256_DIGEST_LENGTH];
+};
+
+TextDigest DigestOf(std::string_view tail) {
+  TextDigest d;
+  SHA256(reinterpret_cast<const unsigned char*>(tail.data()), tail.size(), d.bytes);
+  return d;
 }
 
-std::string ServerStatementName(uint64_t key, size_t size, uint32_t generation) {
-  char buf[64];
-  if (generation == 0)
-    std::snprintf(buf, sizeof buf, "pgw_%016llx_%zx", static_cast<unsigned long long>(key), size);
-  else
-    std::snprintf(buf, sizeof buf, "pgw_%016llx_%zx_g%u", static_cast<unsigned long long>(key),
-                  size, generation);
-  return buf;
+uint64_t StatementKey(const TextDigest& d) {
+  uint64_t k = 0;
+  std::memcpy(&k, d.bytes, sizeof k);
+  return k;
+}
+
+// "pgw_" + 128 bits of the digest in hex (+ "_g<generation>"): 36 to 48 bytes,
+// within PostgreSQL's 63-byte names.
+std::string ServerStatementName(const TextDigest& d, uint32_t generation) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string name = "pgw_";
+  for (int i = 0; i < 16; ++i) {
+    name += kHex[d.bytes[i] >> 4];
+    name += kHex[d.bytes[i] & 15];
+  }
+  if (generation != 0) name += "_g" + std::to_string(generation);
+  return name;
+}
+
+// The name a Bind of ours uses to make the server fail: nothing has it.
+constexpr const char* kNoSuchStatement = "pgw_no_such_statement";
+
+std::string NoSuchStatement(std::string_view name) {
+  std::string err;
+  pgwire::AppendErrorResponse(
+      err, "ERROR", "26000",
+      name.empty() ? std::string("unnamed prepared statement does not exist")
+                   : "prepared statement \"" + std::string(name) + "\" does not exist");
+  return err;
 }
 
 // PostgreSQL's answer when a prepared statement's result type changed
@@ -81,6 +109,8 @@ uint32_t StatementRegistry::Retire(uint64_t key, uint32_t seen) {
 void RequestQueue::Attach(ServerConn* server) {
   server_ = server;
   fresh_ = true;
+  unnamed_here_ = false;
+  copy_in_ = false;
   txn_status_ = server ? server->txn_status : 'I';
 }
 
@@ -95,12 +125,13 @@ void RequestQueue::Detach() {
   batch_open_ = skip_until_sync_ = retrying_ = replayable_ = false;
   no_replay_next_ = false;
   replay_.clear();
-  replay_.shrink_to_fit();
+  if (replay_.capacity() > 1024) replay_.shrink_to_fit();
   batch_names_.clear();
   fresh_ = true;
 }
 
 bool RequestQueue::EndsWithSync() const {
+  if (copy_in_) return false;  // the server waits for COPY data, not the other way round
   return !pending_.empty() &&
          (pending_.back() == Expect::kSync || pending_.back() == Expect::kQuery ||
           pending_.back() == Expect::kProxyQuery);
@@ -132,9 +163,10 @@ bool RequestQueue::TakeWhole(char type, bool transaction_pooling) {
 }
 
 bool RequestQueue::AnswerDeallocate(const sql::SessionEffects& e, std::string* to_client) {
-  // Only when nothing is outstanding: the answer goes out at once, in order.
+  // Only when nothing is outstanding: the answer goes out at once, in order
+  // (and not into the middle of a server message passing through).
   if (e.statements != 1 || e.deallocated.size() != 1 || !pending_.empty() || syncs_ != 0 ||
-      txn_status_ == 'E')
+      txn_status_ == 'E' || server_mid_message_)
     return false;
   if (statements_.erase(e.deallocated[0]) == 0) return false;
   pgwire::AppendCommandComplete(*to_client, "DEALLOCATE");
@@ -180,6 +212,10 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       to_server->append(msg);
       Push(Expect::kQuery);
       batch_open_ = false;  // a simple query ends an open batch's implicit transaction
+      // PostgreSQL drops the unnamed statement at a simple query.
+      unnamed_tail_.clear();
+      unnamed_here_ = false;
+      unnamed_effects_.reset();
       return true;
     }
     case 'F': {
@@ -208,6 +244,13 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
         return false;
       batch_open_ = true;
       auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
+      if (transaction_pooling && it == statements_.end() &&
+          (!name.empty() || !EnsureUnnamed(to_server))) {
+        // The server may hold another client's statement under that name
+        // (the unnamed one, or the proxy's): the client only reaches its own.
+        FailBatch(NoSuchStatement(name), to_server);
+        return true;
+      }
       if (it == statements_.end()) {
         if (name.empty()) {
           if (unnamed_effects_) observer_.OnEffects(*unnamed_effects_);
@@ -241,6 +284,11 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       batch_open_ = true;
       auto it =
           (kind != 'S' || name.empty()) ? statements_.end() : statements_.find(std::string(name));
+      if (transaction_pooling && kind == 'S' && it == statements_.end() &&
+          (!name.empty() || !EnsureUnnamed(to_server))) {
+        FailBatch(NoSuchStatement(name), to_server);
+        return true;
+      }
       if (it == statements_.end()) {
         to_server->append(msg);
         bind_names_.emplace_back();
@@ -264,9 +312,17 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       if (!pgwire::ReadCString(body, &pos, &name) || (kind != 'S' && kind != 'P')) return false;
       batch_open_ = true;
       if (kind == 'S' && !transaction_pooling) session_effects_.erase(std::string(name));
-      if (transaction_pooling && kind == 'S' && !name.empty() &&
-          statements_.erase(std::string(name)) > 0) {
-        // The server keeps it for other clients; the client sees it closed.
+      if (transaction_pooling && kind == 'S') {
+        // The server keeps the client's statements for other clients, and
+        // the client has no business with anyone else's: closed for the
+        // client alone (a name it does not have closes nothing, as in PostgreSQL).
+        if (name.empty()) {
+          unnamed_tail_.clear();
+          unnamed_here_ = false;
+          unnamed_effects_.reset();
+        } else {
+          statements_.erase(std::string(name));
+        }
         Push(Expect::kSynthClose);
         return true;
       }
@@ -286,7 +342,8 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       Push(Expect::kSync);
       return true;
     case 'H':
-      to_server->append(msg);  // Flush: no response of its own
+      to_server->append(msg);  // Flush: no response of its own, but what is due goes out now
+      if (!server_mid_message_) EmitSynthetic(to_client);
       return true;
     default:
       to_server->append(msg);
@@ -306,10 +363,26 @@ bool RequestQueue::ClientParse(std::string_view name, std::string_view tail, std
     effects = std::make_unique<sql::SessionEffects>();
     effects->steps.push_back(std::move(*step));
   }
+  // currval() / lastval() read the session's sequence cache: the observer may
+  // want a DISCARD SEQUENCES in front, which only the first message of a
+  // lending can have (a Bind of it comes after this Parse).
+  if (effects && effects->sequences && fresh_) {
+    sql::SessionEffects seq;
+    seq.sequences = true;
+    observer_.OnEffects(seq);
+  }
   if (!transaction_pooling || name.empty()) {
     // Passed through: the server keeps the client's own name.
     if (name.empty()) {
       unnamed_effects_ = std::move(effects);
+      if (transaction_pooling) {  // kept, to prepare it on whichever server the Bind meets
+        unnamed_tail_.assign(tail);
+        unnamed_here_ = true;
+        to_server->append(msg);
+        Push(Expect::kParse);
+        parses_.push_back({{}, {}, true});
+        return true;
+      }
     } else if (effects) {
       session_effects_[std::string(name)] = std::move(effects);
     } else {
@@ -325,16 +398,15 @@ bool RequestQueue::ClientParse(std::string_view name, std::string_view tail, std
     std::string err;
     pgwire::AppendErrorResponse(err, "ERROR", "42P05",
                                 "prepared statement \"" + std::string(name) + "\" already exists");
-    synth_errors_.push_back(std::move(err));
-    Push(Expect::kSynthError);
-    skip_until_sync_ = true;
+    FailBatch(std::move(err), to_server);
     return true;
   }
   Statement st;
   st.parse_tail.assign(tail);
-  st.key = StatementKey(tail);
+  TextDigest digest = DigestOf(tail);
+  st.key = StatementKey(digest);
   st.generation = registry_.Current(st.key);
-  st.server_name = ServerStatementName(st.key, tail.size(), st.generation);
+  st.server_name = ServerStatementName(digest, st.generation);
   st.effects = std::move(effects);
   if (server_->prepared.count(st.server_name)) {
     Push(Expect::kSynthParse);
@@ -352,6 +424,35 @@ bool RequestQueue::ClientParse(std::string_view name, std::string_view tail, std
   }
   batch_names_.emplace_back(name);
   statements_.emplace(std::string(name), std::move(st));
+  return true;
+}
+
+void RequestQueue::FailBatch(std::string error, std::string* to_server) {
+  synth_errors_.push_back(std::move(error));
+  Push(Expect::kSynthError);
+  pgwire::Writer w(*to_server);
+  size_t start = w.Begin('B');
+  w.CString("");
+  w.CString(kNoSuchStatement);
+  w.Int16(0);
+  w.Int16(0);
+  w.Int16(0);
+  w.Finish(start);
+  Push(Expect::kSwallowError);
+  skip_until_sync_ = true;
+}
+
+bool RequestQueue::EnsureUnnamed(std::string* to_server) {
+  if (unnamed_here_) return true;
+  if (unnamed_tail_.empty()) return false;
+  pgwire::Writer w(*to_server);
+  size_t start = w.Begin('P');
+  w.CString("");
+  w.Bytes(unnamed_tail_);
+  w.Finish(start);
+  Push(Expect::kSwallowParse);
+  parses_.push_back({{}, {}, true});
+  unnamed_here_ = true;
   return true;
 }
 
@@ -482,6 +583,11 @@ void RequestQueue::OnError(const std::map<char, std::string>& fields, bool ours)
           if (!n.server_name.empty() && e != Expect::kSynthParse && server_ != nullptr)
             server_->prepared.erase(n.server_name);
           if (!n.client_name.empty()) statements_.erase(n.client_name);
+          if (n.unnamed) {
+            unnamed_here_ = false;
+            // The client's own Parse failed: its unnamed statement is gone, as in PostgreSQL.
+            if (e != Expect::kSwallowParse) unnamed_tail_.clear();
+          }
           parses_.pop_front();
         }
         break;
@@ -509,7 +615,7 @@ bool RequestQueue::RetryStale() {
   if (own) return false;  // the client's own plan went stale: PostgreSQL says so too
   // From now on this client's statement is the next generation, prepared afresh.
   st.generation = next;
-  st.server_name = ServerStatementName(st.key, st.parse_tail.size(), next);
+  st.server_name = ServerStatementName(DigestOf(st.parse_tail), next);
   st.prepared_by = 0;
   bool whole_batch_sent =
       !batch_open_ && syncs_ == 1 && !pending_.empty() && pending_.back() == Expect::kSync;
@@ -536,6 +642,7 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
   const bool ours = head == Expect::kProxyQuery && !pending_.empty();
   const bool swallow = ours || retrying_;
   bool forward = !swallow;
+  if (h.type == 'C' || h.type == 'E' || h.type == 'Z') copy_in_ = false;
   switch (h.type) {
     case 'Z': {
       char status = whole.size() > 5 ? whole[5] : 'I';
@@ -574,6 +681,8 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
         observer_.OnProxyError(proxy_queries_.front(), fields);
       } else if (!swallow) {
         observer_.OnClientError(fields);
+        // The error of our Bind that failed the batch for the one we answered.
+        if (!pending_.empty() && head == Expect::kSwallowError) forward = false;
       }
       OnError(fields, ours);
       break;
@@ -628,6 +737,9 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
       break;
     case 'A':
       forward = true;  // a notification is the client's whatever is running
+      break;
+    case 'G':
+      if (forward) copy_in_ = true;  // CopyInResponse: the client sends COPY data now
       break;
     default:
       break;

@@ -102,6 +102,14 @@ class RequestQueue {
   bool EndsWithSync() const;
   // Extended-protocol messages were sent since the last Sync.
   bool batch_open() const { return batch_open_; }
+  // The session is passing a server message through (answers of ours must
+  // not go out into its middle).
+  void set_server_mid_message(bool mid) { server_mid_message_ = mid; }
+  // The server waits for COPY data from the client.
+  bool copying_in() const { return copy_in_; }
+  // A batch is being sent again (stale shared statement): the client's next
+  // bytes wait until it is.
+  bool retrying() const { return retrying_; }
   // A proxy query of this kind is queued and not yet answered.
   bool Awaiting(ProxyQueryKind kind) const;
   // Nothing of the client's has been sent in this lending yet.
@@ -149,7 +157,9 @@ class RequestQueue {
     kQuery,         // a simple query or function call: everything up to ReadyForQuery
     kSynthParse,    // Parse skipped (prepared there already): we send ParseComplete
     kSynthClose,    // Close of a statement the server keeps for others: CloseComplete
-    kSynthError,    // an error we answer ourselves (a statement name in use)
+    kSynthError,    // an error we answer ourselves (a statement name in use, or unknown)
+    kSwallowError,  // the error of a Bind of ours that makes the server skip to Sync, as
+                    //   PostgreSQL would after the error we answered
     kSwallowParse,  // a Parse of ours (a statement prepared on a new server)
     kProxyQuery,    // a query of ours, up to its ReadyForQuery (see proxy_queries_)
   };
@@ -157,6 +167,7 @@ class RequestQueue {
   struct ParseNote {
     std::string server_name;  // what the server prepares ("" for the unnamed one)
     std::string client_name;  // the client's name, when it is the client's Parse
+    bool unnamed = false;     // the client's own unnamed statement
   };
   struct Statement {
     std::string server_name;  // proxy-wide: "pgw_<hash>_<len>[_g<generation>]"
@@ -175,6 +186,14 @@ class RequestQueue {
   bool AnswerDeallocate(const sql::SessionEffects& e, std::string* to_client);
   bool ClientParse(std::string_view name, std::string_view tail, std::string_view msg,
                    bool transaction_pooling, std::string* to_server);
+  // Answers an error ourselves (the client sees `error`) and makes the server
+  // skip to the client's Sync as PostgreSQL would have (rolling back what the
+  // batch did before it); the client's messages up to that Sync are dropped.
+  void FailBatch(std::string error, std::string* to_server);
+  // Transaction pooling: the client's unnamed statement is prepared on this
+  // server (again, from its text) before a Bind or Describe of it; false when
+  // the client has none (the caller answers 26000).
+  bool EnsureUnnamed(std::string* to_server);
   void EnsurePrepared(Statement& st, std::string* to_server);
   void EmitSynthetic(std::string* to_client);
   void OnError(const std::map<char, std::string>& fields, bool ours);
@@ -196,6 +215,12 @@ class RequestQueue {
   Fifo<Expect> pending_;
   Fifo<ParseNote> parses_;          // one per kParse / kSwallowParse
   Fifo<std::string> synth_errors_;  // one per kSynthError
+  // Transaction pooling: the client's unnamed statement (the Parse body
+  // after the name; empty: none), and whether this server has it now.
+  std::string unnamed_tail_;
+  bool unnamed_here_ = false;
+  bool copy_in_ = false;  // the server awaits COPY data (CopyInResponse seen)
+  bool server_mid_message_ = false;
   Fifo<ProxyQuery> proxy_queries_;  // one per kProxyQuery
   Fifo<std::string> bind_names_;    // one per kBind / kDescribe: the client's statement name
   int syncs_ = 0;                   // Query / Sync / proxy queries not yet answered

@@ -153,8 +153,8 @@ TEST_F(RequestQueueTest, DuplicateNameIsRefusedAsPostgreSQLDoes) {
   FromClient(Parse("s1", "SELECT 1") + Sync());
   FromServer(Msg('1', "") + Z());
   std::string to_server = FromClient(Parse("s1", "SELECT 2") + Bind("s1") + Sync());
-  EXPECT_EQ(Types(to_server), "S");  // the rest up to Sync is dropped
-  std::string out = FromServer(Z());
+  EXPECT_EQ(Types(to_server), "BS");  // our failing Bind; the rest up to Sync is dropped
+  std::string out = FromServer(Error("26000", "x") + Z());
   EXPECT_EQ(Types(out), "EZ");
   EXPECT_NE(out.find("42P05"), std::string::npos);
 }
@@ -284,6 +284,88 @@ TEST_F(RequestQueueTest, PreparedTransactionControlIsAnnouncedAtBind) {
   ASSERT_EQ(rec_.effects.size(), 1u);
   ASSERT_EQ(rec_.effects[0].steps.size(), 1u);
   EXPECT_EQ(rec_.effects[0].steps[0].kind, sql::Step::Kind::kBegin);
+}
+
+// Regression: a duplicate name answered by the proxy left the server going
+// on with the batch, so what came before it in the batch was committed.
+TEST_F(RequestQueueTest, DuplicateNameFailsTheBatchOnTheServerToo) {
+  FromClient(Parse("s1", "SELECT 1") + Sync());
+  FromServer(Msg('1', "") + Z());
+  std::string to_server = FromClient(Bind("s1") + Execute() + Parse("s1", "SELECT 2") + Sync());
+  EXPECT_EQ(Types(to_server), "BEBS");  // a Bind of ours that fails, then the client's Sync
+  EXPECT_NE(to_server.find("pgw_no_such_statement"), std::string::npos);
+  std::string out = FromServer(Msg('2', "") + Msg('C', std::string("SELECT 1") + '\0') +
+                               Error("26000", "no such statement") + Z('I'));
+  EXPECT_EQ(Types(out), "2CEZ");
+  EXPECT_NE(out.find("42P05"), std::string::npos);  // the client's error
+  EXPECT_EQ(out.find("26000"), std::string::npos);  // ours is swallowed
+}
+
+// The server may hold another client's statement under any name: in
+// transaction pooling a client reaches only its own.
+TEST_F(RequestQueueTest, UnknownNameIsAnsweredAsPostgreSQLWould) {
+  std::string to_server = FromClient(Bind("pgw_0123") + Execute() + Sync());
+  EXPECT_EQ(Types(to_server), "BS");
+  EXPECT_EQ(to_server.find("pgw_0123"), std::string::npos);
+  std::string out = FromServer(Error("26000", "x") + Z());
+  EXPECT_EQ(Types(out), "EZ");
+  EXPECT_NE(out.find("prepared statement \"pgw_0123\" does not exist"), std::string::npos);
+  // Closing a name it does not have closes nothing, as in PostgreSQL.
+  to_server = FromClient(Msg('C', std::string("S") + "nope" + '\0') + Sync());
+  EXPECT_EQ(Types(to_server), "S");
+  EXPECT_EQ(Types(FromServer(Z())), "3Z");
+}
+
+TEST_F(RequestQueueTest, UnnamedStatementFollowsTheClientToAnotherServer) {
+  FromClient(Parse("", "SELECT 1") + Sync());
+  FromServer(Msg('1', "") + Z());
+  queue_.Detach();
+  ServerConn other;
+  other.id = 8;
+  queue_.Attach(&other);
+  std::string to_server = FromClient(Bind("") + Execute() + Sync());
+  EXPECT_EQ(Types(to_server), "PBES");  // prepared again from its text first
+  EXPECT_EQ(Types(FromServer(Msg('1', "") + Msg('2', "") +
+                             Msg('C', std::string("SELECT 1") + '\0') + Z())),
+            "2CZ");
+  // A simple query drops it, as in PostgreSQL.
+  FromClient(Query("SELECT 2"));
+  FromServer(Msg('C', std::string("SELECT 1") + '\0') + Z());
+  to_server = FromClient(Bind("") + Execute() + Sync());
+  EXPECT_EQ(Types(to_server), "BS");
+  std::string out = FromServer(Error("26000", "x") + Z());
+  EXPECT_NE(out.find("unnamed prepared statement does not exist"), std::string::npos);
+}
+
+TEST_F(RequestQueueTest, FlushSendsWhatTheProxyAnswersItself) {
+  FromClient(Parse("s", "SELECT 1") + Sync());
+  FromServer(Msg('1', "") + Z());
+  queue_.ForgetStatements();  // another client's, prepared there already
+  answered_.clear();
+  std::string to_server = FromClient(Parse("s", "SELECT 1") + Msg('H', ""));
+  EXPECT_EQ(Types(to_server), "H");
+  EXPECT_EQ(Types(answered_), "1");  // without waiting for a server message that never comes
+}
+
+TEST_F(RequestQueueTest, CopyInIsNotAnAnswerAwaited) {
+  FromClient(Query("COPY t FROM STDIN"));
+  EXPECT_TRUE(queue_.EndsWithSync());
+  FromServer(Msg('G', std::string(3, '\0')));
+  EXPECT_TRUE(queue_.copying_in());
+  EXPECT_FALSE(queue_.EndsWithSync());  // a client gone now is not waited for
+  FromServer(Msg('C', std::string("COPY 0") + '\0') + Z());
+  EXPECT_FALSE(queue_.copying_in());
+}
+
+TEST_F(RequestQueueTest, ServerStatementNamesAreDigestsOfTheText) {
+  std::string a = FromClient(Parse("a", "SELECT 1") + Sync());
+  std::string b = FromClient(Parse("b", "SELECT 2") + Sync());
+  auto name = [](const std::string& bytes) {
+    size_t at = bytes.find("pgw_");
+    return bytes.substr(at, bytes.find('\0', at) - at);
+  };
+  EXPECT_EQ(name(a).size(), 4u + 32u);
+  EXPECT_NE(name(a), name(b));
 }
 
 TEST_F(RequestQueueTest, OpenBatchIsNotIdle) {

@@ -71,6 +71,9 @@ struct ServerConn final : net::IoHandler {
   // The tracked parameters where this session differs from the pool's
   // defaults (kept by the session holding it).
   ParamSet params;
+  // Where its RESET leads: its login values relative to the pool's defaults
+  // (empty but for a login after ALTER ROLE / DATABASE … SET). Fixed at login.
+  ParamSet reset_values;
   uint64_t last_client = 0;                  // the client that used it last (0: none yet)
   std::unordered_set<std::string> prepared;  // proxy statement names prepared here
   TimePoint created;

@@ -60,7 +60,8 @@ bool IsTriggerWord(std::string_view w) {
       return EqualsLower(w, "listen") || EqualsLower(w, "load") || EqualsLower(w, "lastval");
     case 'p':
       return EqualsLower(w, "prepare") || StartsWithLower(w, "pg_temp") ||
-             StartsWithLower(w, "pg_advisory_lock") || StartsWithLower(w, "pg_try_advisory_lock");
+             StartsWithLower(w, "pg_advisory_lock") || StartsWithLower(w, "pg_try_advisory_lock") ||
+             EqualsLower(w, "pg_settings") || StartsWithLower(w, "pgw_");
     case 't':
       return EqualsLower(w, "temp") || EqualsLower(w, "temporary");
     case 's':
@@ -109,8 +110,8 @@ bool MaySpellAnEffect(std::string_view s, bool backslash_strings) {
       ++i;
       continue;
     }
-    if (c == '-' && i + 1 < n && s[i + 1] == '-') {
-      size_t e = s.find('\n', i);
+    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // to the end of the line: \n or \r
+      size_t e = s.find_first_of("\n\r", i);
       i = e == npos ? n : e + 1;
       continue;
     }
@@ -278,6 +279,34 @@ int ConstBool(const PgQuery__Node* n) {
   return -1;
 }
 
+// A value the proxy cannot carry between servers: a search_path that puts
+// pg_temp where it creates tables, a client_encoding the proxy cannot lex, or
+// for those two any value that is not a constant.
+bool ContainsTempSchema(std::string_view v) {
+  for (size_t i = 0; i + 7 <= v.size(); ++i) {
+    if (StartsWithLower(v.substr(i), "pg_temp")) return true;
+  }
+  return false;
+}
+
+void CheckValue(const std::string& name, PgQuery__Node* const* args, size_t n_args,
+                SessionEffects* out) {
+  if (name != "search_path" && name != "client_encoding") return;
+  for (size_t i = 0; i < n_args; ++i) {
+    const PgQuery__Node* a = args[i];
+    const char* text = ConstString(a);
+    std::string ident;
+    if (text == nullptr && a->node_case == PG_QUERY__NODE__NODE_A_CONST && a->a_const->isnull)
+      continue;
+    if (text == nullptr) {  // SET search_path = a, b: identifiers come as constants too
+      out->pins |= name == "search_path" ? kPinTempObject : kPinEncoding;
+      return;
+    }
+    if (name == "search_path" && ContainsTempSchema(text)) out->pins |= kPinTempObject;
+    if (name == "client_encoding" && IsUnsafeClientEncoding(text)) out->pins |= kPinEncoding;
+  }
+}
+
 // The last part of a function's (possibly qualified) name.
 std::string FunctionName(const PgQuery__FuncCall* f) {
   if (f->n_funcname == 0) return {};
@@ -296,7 +325,9 @@ void VisitFuncCall(const PgQuery__FuncCall* f, SessionEffects* out) {
     } else if (local != 1) {  // not transaction-local (or not known to be)
       // set_config(name, NULL, ...) resets the parameter, as RESET does.
       bool reset = f->n_args >= 2 && IsNullConst(f->args[1]);
-      out->steps.push_back({reset ? Step::Kind::kReset : Step::Kind::kSet, Lower(param)});
+      std::string name = Lower(param);
+      if (!reset && f->n_args >= 2) CheckValue(name, &f->args[1], 1, out);
+      out->steps.push_back({reset ? Step::Kind::kReset : Step::Kind::kSet, std::move(name)});
     }
   } else if (name == "pg_advisory_lock" || name == "pg_advisory_lock_shared" ||
              name == "pg_try_advisory_lock" || name == "pg_try_advisory_lock_shared") {
@@ -380,6 +411,7 @@ void VisitVariableSet(const PgQuery__VariableSetStmt* v, SessionEffects* out) {
   }
   bool reset = v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_RESET ||
                v->kind == K::PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT;
+  if (!reset) CheckValue(name, v->args, v->n_args, out);
   out->steps.push_back({reset ? Step::Kind::kReset : Step::Kind::kSet, std::move(name)});
 }
 
@@ -445,6 +477,16 @@ void VisitStatement(const PgQuery__Node* n, SessionEffects* out) {
     }
     case PG_QUERY__NODE__NODE_DECLARE_CURSOR_STMT:
       if (n->declare_cursor_stmt->options & kCursorOptHold) out->pins |= kPinHoldCursor;
+      break;
+    case PG_QUERY__NODE__NODE_UPDATE_STMT: {
+      const PgQuery__RangeVar* rel = n->update_stmt->relation;
+      if (rel && rel->relname && std::strcmp(rel->relname, "pg_settings") == 0)
+        out->pins |= kPinSettingsTable;
+      break;
+    }
+    case PG_QUERY__NODE__NODE_EXECUTE_STMT:
+      if (n->execute_stmt->name && std::strncmp(n->execute_stmt->name, "pgw_", 4) == 0)
+        out->pins |= kPinProxyStatement;
       break;
     case PG_QUERY__NODE__NODE_LOAD_STMT:
       out->pins |= kPinLoad;
@@ -591,6 +633,27 @@ std::optional<Step> TransactionStep(std::string_view sql) {
   return std::nullopt;
 }
 
+bool IsUnsafeClientEncoding(std::string_view name) {
+  // PostgreSQL's client-only encodings (and their aliases), in which a
+  // character's second byte may be 0x5C.
+  static const char* const kUnsafe[] = {
+      "sjis",   "shift_jis", "shiftjis", "mskanji", "win932", "windows932", "shift_jis_2004",
+      "big5",   "win950",    "windows950", "gbk",   "win936", "windows936", "cp936",
+      "uhc",    "win949",    "windows949", "johab", "gb18030"};
+  std::string n;
+  for (char c : name) {
+    if (c == '-' || c == '_' || c == ' ') continue;
+    n += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  for (const char* u : kUnsafe) {
+    std::string k;
+    for (const char* p = u; *p; ++p)
+      if (*p != '_') k += *p;
+    if (n == k) return true;
+  }
+  return false;
+}
+
 const char* PinReasonText(uint32_t pins) {
   if (pins & kPinRole) return "SET ROLE / SET SESSION AUTHORIZATION";
   if (pins & kPinParameter) return "set_config() of a parameter named by an expression";
@@ -603,7 +666,12 @@ const char* PinReasonText(uint32_t pins) {
   if (pins & kPinDo) return "a DO block";
   if (pins & kPinCharacteristics) return "SET SESSION CHARACTERISTICS";
   if (pins & kPinRemoteLink) return "dblink_connect()";
-  if (pins & kPinTooComplex) return "a statement too deeply nested to analyse";
+  if (pins & kPinTooComplex) return "a statement too big or too deeply nested to analyse";
+  if (pins & kPinEncoding) return "a client_encoding whose bytes the proxy cannot read";
+  if (pins & kPinAmbiguous) return "a statement that depends on standard_conforming_strings";
+  if (pins & kPinUnparsed) return "a statement PostgreSQL 15's grammar refuses";
+  if (pins & kPinProxyStatement) return "a statement that names one of the proxy's own";
+  if (pins & kPinSettingsTable) return "UPDATE pg_settings";
   return "";
 }
 
@@ -613,15 +681,27 @@ bool MayAffectSession(std::string_view sql) {
   return sql.find('\\') != std::string_view::npos && MaySpellAnEffect(sql, true);
 }
 
-SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {
+namespace {
+
+// Longer strings are not parsed on a worker thread: their client is pinned.
+constexpr size_t kMaxAnalysedBytes = 1 << 20;
+
+bool SameEffects(const SessionEffects& a, const SessionEffects& b) {
+  return a.steps == b.steps && a.discard_all == b.discard_all && a.deallocated == b.deallocated &&
+         a.deallocate_all == b.deallocate_all && a.sequences == b.sequences && a.pins == b.pins &&
+         a.parse_error == b.parse_error && a.statements == b.statements;
+}
+
+SessionEffects AnalyzeOnce(std::string_view sql, bool scs) {
   SessionEffects out;
   std::string text(sql);  // NUL-terminated for the C API
-  // Statements end at a NUL for PostgreSQL too (the protocol's strings).
-  text.resize(std::strlen(text.c_str()));
   standard_conforming_strings = scs;
   PgQueryProtobufParseResult r = pg_query_parse_protobuf(text.c_str());
   if (r.error != nullptr) {
+    // PostgreSQL 15 would refuse it too; but what it refuses the proxy
+    // cannot see into, should the server read it otherwise.
     out.parse_error = true;
+    out.pins |= kPinUnparsed;
     pg_query_free_protobuf_parse_result(r);
     return out;
   }
@@ -635,6 +715,27 @@ SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {
   out.statements = static_cast<int>(tree->n_stmts);
   for (size_t i = 0; i < tree->n_stmts; ++i) VisitStatement(tree->stmts[i]->stmt, &out);
   pg_query__parse_result__free_unpacked(tree, nullptr);
+  return out;
+}
+
+}  // namespace
+
+SessionEffects AnalyzeSessionEffects(std::string_view sql, bool scs) {
+  // Stop at a NUL, as PostgreSQL does for the protocol's strings.
+  sql = sql.substr(0, sql.find('\0'));
+  if (sql.size() > kMaxAnalysedBytes) {  // not worth a worker thread's time: assume the worst
+    SessionEffects out;
+    out.pins |= kPinTooComplex;
+    return out;
+  }
+  SessionEffects out = AnalyzeOnce(sql, scs);
+  // With a backslash the text may read differently under the other setting
+  // (a query sent right behind a SET standard_conforming_strings is read by
+  // the server under the new one): if it does, assume the worst.
+  if (sql.find('\\') != std::string_view::npos) {
+    SessionEffects other = AnalyzeOnce(sql, !scs);
+    if (!SameEffects(out, other)) out.pins |= kPinAmbiguous;
+  }
   return out;
 }
 

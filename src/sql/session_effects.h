@@ -25,8 +25,28 @@ enum PinReason : uint32_t {
   kPinDo = 1u << 8,               // a DO block (code the proxy cannot see into)
   kPinCharacteristics = 1u << 9,  // SET SESSION CHARACTERISTICS AS TRANSACTION
   kPinRemoteLink = 1u << 10,      // dblink_connect(): a named connection kept by the session
-  kPinTooComplex = 1u << 11,      // a parse tree too deep to walk: assume the worst
+  kPinTooComplex = 1u << 11,      // too big or too deep to analyse: assume the worst
+  kPinEncoding = 1u << 12,        // a client_encoding whose bytes the proxy cannot lex (SJIS, BIG5…)
+  kPinAmbiguous = 1u << 13,       // means different things with standard_conforming_strings on/off
+  kPinUnparsed = 1u << 14,        // PostgreSQL 15's grammar refuses it: assume the worst
+  kPinProxyStatement = 1u << 15,  // names one of the proxy's own statements (pgw_…)
+  kPinSettingsTable = 1u << 16,   // UPDATE pg_settings: set_config() by another name
 };
+
+// What DISCARD ALL does not undo, or what the proxy could not see into: a
+// client pinned for these is not unpinned by DISCARD ALL, and its server is
+// closed rather than reset when it leaves.
+inline constexpr uint32_t kPinsBeyondDiscard = kPinLoad | kPinRemoteLink | kPinDo |
+                                               kPinTooComplex | kPinEncoding | kPinAmbiguous |
+                                               kPinUnparsed | kPinProxyStatement;
+
+// Pins taken as a precaution, when the analysis could not see what a string
+// does (not because it was seen to do something).
+inline constexpr uint32_t kPinsPrecaution = kPinTooComplex | kPinUnparsed | kPinAmbiguous;
+
+// Client encodings in which the second byte of a character can be a
+// backslash or a quote: the proxy's lexer cannot read such a client's SQL.
+bool IsUnsafeClientEncoding(std::string_view name);
 
 // The words for the first reason in `pins` ("LISTEN", "a temporary object", ...).
 const char* PinReasonText(uint32_t pins);

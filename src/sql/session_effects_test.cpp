@@ -62,8 +62,11 @@ TEST_P(EffectsTable, AnalysesAsExpected) {
   const Case& c = GetParam();
   SessionEffects e = AnalyzeSessionEffects(c.sql);
   EXPECT_EQ(Describe(e), c.effects) << c.sql;
-  // The prefilter never lets through a statement that has an effect.
-  if (e.any()) {
+  // The prefilter never lets through a statement that has an effect (pins
+  // of precaution are not effects: the parser could not see any).
+  sql::SessionEffects real = e;
+  real.pins &= ~kPinsPrecaution;
+  if (real.any()) {
     EXPECT_TRUE(MayAffectSession(c.sql)) << c.sql;
   }
 }
@@ -136,7 +139,24 @@ INSTANTIATE_TEST_SUITE_P(
         // Harmless statements and errors.
         Case{"UPDATE t SET a = 1", ""},
         Case{"INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2", ""},
-        Case{"SELECT 'SET search_path = x'", ""}, Case{"SELEC 1", "parse_error"}));
+        Case{"SELECT 'SET search_path = x'", ""},
+        Case{"SELEC 1", "pin:a statement PostgreSQL 15's grammar refuses parse_error"},
+        // Names the proxy keeps to itself.
+        Case{"EXECUTE pgw_0123abcd", "pin:a statement that names one of the proxy's own"},
+        Case{"UPDATE pg_settings SET setting = '1' WHERE name = 'statement_timeout'",
+             "pin:UPDATE pg_settings"},
+        Case{"SELECT name, setting FROM pg_settings", ""},
+        // Values the proxy cannot carry.
+        Case{"SET search_path = pg_temp, public", "set:search_path pin:a temporary object"},
+        Case{"SELECT set_config('search_path', 'PG_TEMP', false)",
+             "set:search_path pin:a temporary object"},
+        Case{"SELECT set_config('search_path', current_user, false)",
+             "set:search_path pin:a temporary object"},
+        Case{"SET client_encoding = 'SJIS'",
+             "set:client_encoding pin:a client_encoding whose bytes the proxy cannot read"},
+        Case{"SET NAMES 'Shift_JIS'",
+             "set:client_encoding pin:a client_encoding whose bytes the proxy cannot read"},
+        Case{"SET client_encoding = 'LATIN1'", "set:client_encoding"}));
 
 struct Filter {
   const char* sql;
@@ -224,10 +244,18 @@ TEST(TransactionStepTest, ReadsTransactionControlFromItsWords) {
 }
 
 TEST(EffectsTest, BackslashesFollowStandardConformingStrings) {
-  // With standard_conforming_strings off, '\'' is one literal and the SET is real.
+  // With standard_conforming_strings on, 'a\' is one literal and the SET is
+  // real; off, the SET is inside a literal. Either way the string means
+  // different things under the two settings: its client is pinned, since a
+  // query sent behind a SET of the setting is read under the new value.
   const char* sql = "SELECT 'a\\'; SET search_path = evil; --'";
-  EXPECT_EQ(Describe(AnalyzeSessionEffects(sql, true)), "set:search_path");
-  EXPECT_EQ(Describe(AnalyzeSessionEffects(sql, false)), "");
+  EXPECT_EQ(Describe(AnalyzeSessionEffects(sql, true)),
+            "set:search_path pin:a statement that depends on standard_conforming_strings");
+  EXPECT_EQ(Describe(AnalyzeSessionEffects(sql, false)),
+            "pin:a statement that depends on standard_conforming_strings");
+  // A backslash that reads the same both ways pins nobody.
+  EXPECT_EQ(Describe(AnalyzeSessionEffects("SET search_path = E'a\\\\b'", true)),
+            "set:search_path");
 }
 
 }  // namespace
