@@ -637,9 +637,9 @@ bool IsUnsafeClientEncoding(std::string_view name) {
   // PostgreSQL's client-only encodings (and their aliases), in which a
   // character's second byte may be 0x5C.
   static const char* const kUnsafe[] = {
-      "sjis",   "shift_jis", "shiftjis", "mskanji", "win932", "windows932", "shift_jis_2004",
-      "big5",   "win950",    "windows950", "gbk",   "win936", "windows936", "cp936",
-      "uhc",    "win949",    "windows949", "johab", "gb18030"};
+      "sjis", "shift_jis", "shiftjis",   "mskanji", "win932", "windows932", "shift_jis_2004",
+      "big5", "win950",    "windows950", "gbk",     "win936", "windows936", "cp936",
+      "uhc",  "win949",    "windows949", "johab",   "gb18030"};
   std::string n;
   for (char c : name) {
     if (c == '-' || c == '_' || c == ' ') continue;

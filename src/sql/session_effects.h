@@ -26,9 +26,9 @@ enum PinReason : uint32_t {
   kPinCharacteristics = 1u << 9,  // SET SESSION CHARACTERISTICS AS TRANSACTION
   kPinRemoteLink = 1u << 10,      // dblink_connect(): a named connection kept by the session
   kPinTooComplex = 1u << 11,      // too big or too deep to analyse: assume the worst
-  kPinEncoding = 1u << 12,        // a client_encoding whose bytes the proxy cannot lex (SJIS, BIG5…)
-  kPinAmbiguous = 1u << 13,       // means different things with standard_conforming_strings on/off
-  kPinUnparsed = 1u << 14,        // PostgreSQL 15's grammar refuses it: assume the worst
+  kPinEncoding = 1u << 12,   // a client_encoding whose bytes the proxy cannot lex (SJIS, BIG5…)
+  kPinAmbiguous = 1u << 13,  // means different things with standard_conforming_strings on/off
+  kPinUnparsed = 1u << 14,   // PostgreSQL 15's grammar refuses it: assume the worst
   kPinProxyStatement = 1u << 15,  // names one of the proxy's own statements (pgw_…)
   kPinSettingsTable = 1u << 16,   // UPDATE pg_settings: set_config() by another name
 };
@@ -36,9 +36,9 @@ enum PinReason : uint32_t {
 // What DISCARD ALL does not undo, or what the proxy could not see into: a
 // client pinned for these is not unpinned by DISCARD ALL, and its server is
 // closed rather than reset when it leaves.
-inline constexpr uint32_t kPinsBeyondDiscard = kPinLoad | kPinRemoteLink | kPinDo |
-                                               kPinTooComplex | kPinEncoding | kPinAmbiguous |
-                                               kPinUnparsed | kPinProxyStatement;
+inline constexpr uint32_t kPinsBeyondDiscard = kPinLoad | kPinRemoteLink | kPinDo | kPinTooComplex |
+                                               kPinEncoding | kPinAmbiguous | kPinUnparsed |
+                                               kPinProxyStatement;
 
 // Pins taken as a precaution, when the analysis could not see what a string
 // does (not because it was seen to do something).
