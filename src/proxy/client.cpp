@@ -652,15 +652,7 @@ void ClientSession::LoggedIn() {
              {"integer_datetimes", "on"},
              {"standard_conforming_strings", "on"}})
       pgwire::AppendParameterStatus(out_, k, v);
-    int32_t pid = 0, key = 0;
-    {
-      std::lock_guard lock(info_->mu);
-      pid = info_->cancel_pid;
-      key = info_->cancel_key;
-    }
-    pgwire::AppendBackendKeyData(out_, pid, key);
-    pgwire::AppendReadyForQuery(out_, 'I');
-    SetState(ClientState::kIdle);
+    FinishWelcome();
     if (!rest.empty()) HandleAdminBytes(rest);
     return;
   }
@@ -695,6 +687,16 @@ void ClientSession::SendWelcome() {
     info_->application_name = *app;
   }
   queue_.set_standard_conforming_strings(params_.standard_conforming_strings());
+  FinishWelcome();
+  CheckCarriedValues();
+  if (!in_.empty()) {
+    std::string pending = std::move(in_);
+    in_.clear();
+    HandleClientData(pending);
+  }
+}
+
+void ClientSession::FinishWelcome() {
   int32_t pid = 0, key = 0;
   {
     std::lock_guard lock(info_->mu);
@@ -704,12 +706,6 @@ void ClientSession::SendWelcome() {
   pgwire::AppendBackendKeyData(out_, pid, key);
   pgwire::AppendReadyForQuery(out_, 'I');
   SetState(ClientState::kIdle);
-  CheckCarriedValues();
-  if (!in_.empty()) {
-    std::string pending = std::move(in_);
-    in_.clear();
-    HandleClientData(pending);
-  }
 }
 
 void ClientSession::FinishSetup() {

@@ -91,6 +91,8 @@ class ClientSession final : public net::IoHandler,
   void StartTls();
   void LoggedIn();
   void SendWelcome();
+  // BackendKeyData (the proxy's cancel key) and the first ReadyForQuery.
+  void FinishWelcome();
   void FinishSetup();
 
   // Client → server.

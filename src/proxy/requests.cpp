@@ -48,6 +48,14 @@ std::string ServerStatementName(const TextDigest& d, uint32_t generation) {
 // The name a Bind of ours uses to make the server fail: nothing has it.
 constexpr const char* kNoSuchStatement = "pgw_no_such_statement";
 
+// What a Describe or a Close names: 'S' (a statement) or 'P' (a portal), and its name.
+bool ReadTarget(std::string_view body, char* kind, std::string_view* name) {
+  if (body.empty()) return false;
+  *kind = body[0];
+  size_t pos = 1;
+  return pgwire::ReadCString(body, &pos, name) && (*kind == 'S' || *kind == 'P');
+}
+
 std::string NoSuchStatement(std::string_view name) {
   std::string err;
   pgwire::AppendErrorResponse(
@@ -276,11 +284,9 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       return true;
     }
     case 'D': {
-      if (body.empty()) return false;
-      char kind = body[0];
-      pos = 1;
+      char kind = 0;
       std::string_view name;
-      if (!pgwire::ReadCString(body, &pos, &name) || (kind != 'S' && kind != 'P')) return false;
+      if (!ReadTarget(body, &kind, &name)) return false;
       batch_open_ = true;
       auto it =
           (kind != 'S' || name.empty()) ? statements_.end() : statements_.find(std::string(name));
@@ -305,11 +311,9 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       return true;
     }
     case 'C': {
-      if (body.empty()) return false;
-      char kind = body[0];
-      pos = 1;
+      char kind = 0;
       std::string_view name;
-      if (!pgwire::ReadCString(body, &pos, &name) || (kind != 'S' && kind != 'P')) return false;
+      if (!ReadTarget(body, &kind, &name)) return false;
       batch_open_ = true;
       if (kind == 'S' && !transaction_pooling) session_effects_.erase(std::string(name));
       if (transaction_pooling && kind == 'S') {
