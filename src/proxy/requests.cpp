@@ -56,6 +56,25 @@ bool ReadTarget(std::string_view body, char* kind, std::string_view* name) {
   return pgwire::ReadCString(body, &pos, name) && (*kind == 'S' || *kind == 'P');
 }
 
+// A Parse, Bind or Describe of a named statement (what a stale-plan replay
+// can be about).
+bool StartsWithNamedStatement(const pgwire::Header& h, std::string_view msg) {
+  std::string_view body = msg.substr(5);
+  size_t pos = 0;
+  std::string_view a, b;
+  switch (h.type) {
+    case 'P':
+      return pgwire::ReadCString(body, &pos, &a) && !a.empty();
+    case 'B':
+      return pgwire::ReadCString(body, &pos, &a) && pgwire::ReadCString(body, &pos, &b) &&
+             !b.empty();
+    case 'D':
+      return body.size() > 1 && body[0] == 'S' && body[1] != '\0';
+    default:
+      return false;
+  }
+}
+
 std::string NoSuchStatement(std::string_view name) {
   std::string err;
   pgwire::AppendErrorResponse(
@@ -170,6 +189,12 @@ bool RequestQueue::TakeWhole(char type, bool transaction_pooling) {
   }
 }
 
+void RequestQueue::ForgetUnnamed() {
+  unnamed_tail_.clear();
+  unnamed_here_ = false;
+  unnamed_effects_.reset();
+}
+
 bool RequestQueue::AnswerDeallocate(const sql::SessionEffects& e, std::string* to_client) {
   // Only when nothing is outstanding: the answer goes out at once, in order
   // (and not into the middle of a server message passing through).
@@ -191,7 +216,10 @@ bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
     if (!batch_open_) {  // the first message of a batch
       replay_.clear();
       batch_names_.clear();
-      replayable_ = !no_replay_next_ && syncs_ == 0 && txn_status_ == 'I' && server_ != nullptr;
+      // Only a batch that starts with a named statement can meet a stale
+      // shared one first: no other is copied.
+      replayable_ = !no_replay_next_ && syncs_ == 0 && txn_status_ == 'I' && server_ != nullptr &&
+                    StartsWithNamedStatement(h, msg);
       no_replay_next_ = false;
     }
     if (replayable_) replay_.append(msg);
@@ -220,10 +248,7 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
       to_server->append(msg);
       Push(Expect::kQuery);
       batch_open_ = false;  // a simple query ends an open batch's implicit transaction
-      // PostgreSQL drops the unnamed statement at a simple query.
-      unnamed_tail_.clear();
-      unnamed_here_ = false;
-      unnamed_effects_.reset();
+      ForgetUnnamed();      // PostgreSQL drops the unnamed statement at a simple query
       return true;
     }
     case 'F': {
@@ -321,9 +346,7 @@ bool RequestQueue::ForwardClientMessage(const pgwire::Header& h, std::string_vie
         // the client has no business with anyone else's: closed for the
         // client alone (a name it does not have closes nothing, as in PostgreSQL).
         if (name.empty()) {
-          unnamed_tail_.clear();
-          unnamed_here_ = false;
-          unnamed_effects_.reset();
+          ForgetUnnamed();
         } else {
           statements_.erase(std::string(name));
         }

@@ -194,6 +194,8 @@ class RequestQueue {
   // server (again, from its text) before a Bind or Describe of it; false when
   // the client has none (the caller answers 26000).
   bool EnsureUnnamed(std::string* to_server);
+  // The client's unnamed statement is gone (a simple query, a Close of it).
+  void ForgetUnnamed();
   void EnsurePrepared(Statement& st, std::string* to_server);
   void EmitSynthetic(std::string* to_client);
   void OnError(const std::map<char, std::string>& fields, bool ours);

@@ -128,8 +128,8 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseStartupOptions(
 // replaced by '?'.
 std::string CanonicalApplicationName(std::string_view v);
 
-// The values of a DataRow body ('D' without its header); nullopt elements
-// are NULL. False when it is malformed.
+// The values of a DataRow body ('D' without its header); a NULL reads as an
+// empty string. False when it is malformed.
 bool ParseDataRow(std::string_view body, std::vector<std::string>* values);
 
 }  // namespace pgwarden::proxy
