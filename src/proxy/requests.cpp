@@ -56,22 +56,28 @@ bool ReadTarget(std::string_view body, char* kind, std::string_view* name) {
   return pgwire::ReadCString(body, &pos, name) && (*kind == 'S' || *kind == 'P');
 }
 
-// A Parse, Bind or Describe of a named statement (what a stale-plan replay
-// can be about).
-bool StartsWithNamedStatement(const pgwire::Header& h, std::string_view msg) {
+// Whether a batch that starts with this message can have a Bind or Describe
+// of a shared named statement as the first thing the server answers (what a
+// stale-plan replay is for). Not when the server answers the message itself
+// and it is not about a named statement: an unnamed Parse, Bind or Describe,
+// an Execute. A Close, a Flush or a named Parse may be answered by the proxy
+// and leave the next message first.
+bool MayMeetSharedStatementFirst(const pgwire::Header& h, std::string_view msg) {
   std::string_view body = msg.substr(5);
   size_t pos = 0;
-  std::string_view a, b;
+  std::string_view portal, name;
   switch (h.type) {
     case 'P':
-      return pgwire::ReadCString(body, &pos, &a) && !a.empty();
+      return !pgwire::ReadCString(body, &pos, &name) || !name.empty();
     case 'B':
-      return pgwire::ReadCString(body, &pos, &a) && pgwire::ReadCString(body, &pos, &b) &&
-             !b.empty();
+      return !pgwire::ReadCString(body, &pos, &portal) || !pgwire::ReadCString(body, &pos, &name) ||
+             !name.empty();
     case 'D':
       return body.size() > 1 && body[0] == 'S' && body[1] != '\0';
-    default:
+    case 'E':
       return false;
+    default:
+      return true;
   }
 }
 
@@ -216,10 +222,9 @@ bool RequestQueue::FromClient(const pgwire::Header& h, std::string_view msg,
     if (!batch_open_) {  // the first message of a batch
       replay_.clear();
       batch_names_.clear();
-      // Only a batch that starts with a named statement can meet a stale
-      // shared one first: no other is copied.
+      // A batch that cannot meet a stale shared statement first is not copied.
       replayable_ = !no_replay_next_ && syncs_ == 0 && txn_status_ == 'I' && server_ != nullptr &&
-                    StartsWithNamedStatement(h, msg);
+                    MayMeetSharedStatementFirst(h, msg);
       no_replay_next_ = false;
     }
     if (replayable_) replay_.append(msg);

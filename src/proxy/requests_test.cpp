@@ -214,6 +214,24 @@ TEST_F(RequestQueueTest, BatchFailingOnAStaleSharedStatementIsReplayedUnderAFres
   EXPECT_EQ(Types(out), "2CZ");  // the swallowed Parse's answer is the proxy's
 }
 
+TEST_F(RequestQueueTest, BatchThatClosesAStatementFirstIsReplayedToo) {
+  // pgjdbc closes its dead statements at the head of the next batch: the
+  // proxy answers the Close, and the Bind is the first thing the server does.
+  FromClient(Parse("s", "SELECT * FROM t") + Parse("old", "SELECT 2") + Sync());
+  FromServer(Msg('1', "") + Msg('1', "") + Z());
+  queue_.Detach();
+  ServerConn other;
+  other.id = 8;
+  other.prepared = server_.prepared;
+  queue_.Attach(&other);
+  std::string batch = Msg('C', std::string("S") + "old" + '\0') + Bind("s") + Execute() + Sync();
+  FromClient(batch);
+  std::string out = FromServer(Error("0A000", "cached plan must not change result type") + Z());
+  EXPECT_EQ(out, "");
+  ASSERT_EQ(rec_.replays.size(), 1u);
+  EXPECT_EQ(rec_.replays[0], batch);
+}
+
 TEST_F(RequestQueueTest, StalePlanOfTheClientsOwnParseIsReportedAsPostgreSQLWould) {
   FromClient(Parse("s", "SELECT * FROM t") + Sync());
   FromServer(Msg('1', "") + Z());
