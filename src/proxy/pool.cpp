@@ -31,6 +31,7 @@ Pool::Pool(std::string database, std::string user, DatabaseConfig db, int pool_s
       catalog_(catalog) {}
 
 void Pool::ChangeServerStateLocked(ServerConn* s, ServerState to, TimePoint now) {
+  if (to == ServerState::kActive) s->lent_since = now;  // also handed from client to client
   if (s->state == to) return;
   if (s->state == ServerState::kActive) {  // off the lent list
     size_t i = s->lent_slot;
@@ -43,7 +44,6 @@ void Pool::ChangeServerStateLocked(ServerConn* s, ServerState to, TimePoint now)
   switch (to) {
     case ServerState::kActive:
       s->lent_slot = lent_.size();
-      s->lent_since = now;
       lent_.push_back(s);
       break;
     case ServerState::kIdle:

@@ -34,8 +34,8 @@ struct ServerTarget {
   std::string scram_server_key;
 };
 
-// Where a server connection is; changed only by Pool::ChangeServerState(),
-// which moves it between the pool's lists.
+// Where a server connection is; changed only by Pool::ChangeServerStateLocked(),
+// which keeps the pool's lists and counts in step.
 enum class ServerState : uint8_t {
   kIdle,    // in its pool's idle list, owned by the pool
   kActive,  // lent to a client session, which owns it
