@@ -27,13 +27,10 @@ using ::testing::HasSubstr;
 //   postgres  default pool (8)         bench    transaction, pool 4
 //   pool1     transaction, pool 1      session  session, pool 8
 //   pool2     transaction, pool 2
-class ProxyEnv : public ::testing::Environment {
+class ProxyEnv : public ProxyClusterEnv {
  public:
   void SetUp() override {
-    tmp = std::make_unique<TempDir>("pgw-itest-proxy-clients");
-    backend = std::make_unique<ProxyBackend>(tmp->path());
-    proxy = std::make_unique<ProxyProcess>();
-    setup = backend->Start();
+    setup = StartCluster("pgw-itest-proxy-clients");
     if (!setup.ok()) return;
     ProxyOptions o;
     o.default_pool_size = 8;
@@ -55,16 +52,10 @@ class ProxyEnv : public ::testing::Environment {
   }
   void TearDown() override {
     single.reset();
-    proxy.reset();    // stops the proxy by PID
-    backend.reset();  // pgwarden down, then leftovers by PID
-    tmp.reset();
+    ProxyClusterEnv::TearDown();
   }
 
-  std::unique_ptr<TempDir> tmp;
-  std::unique_ptr<ProxyBackend> backend;
-  std::unique_ptr<ProxyProcess> proxy;
   std::unique_ptr<ProxyProcess> single;  // workers: 1
-  Status setup = Status::Ok();
 };
 
 ProxyEnv* const env = static_cast<ProxyEnv*>(::testing::AddGlobalTestEnvironment(new ProxyEnv));
@@ -396,15 +387,10 @@ TEST_F(ProxyClientsTest, PreparingANameTwiceFailsAsOnPostgres) {
 // --- node-postgres ----------------------------------------------------------------
 
 TEST_F(ProxyClientsTest, NodePostgresParameterizedAndNamedPreparedQueries) {
-  if (access("/usr/bin/node", X_OK) != 0) GTEST_SKIP() << "node is not installed";
-  std::string npm = access("/usr/bin/npm", X_OK) == 0 ? "/usr/bin/npm" : "/usr/local/bin/npm";
-  if (access(npm.c_str(), X_OK) != 0) GTEST_SKIP() << "npm is not installed";
   std::string dir = tmp_->Sub("node");
   ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
-  CommandResult install = itest::Run(
-      {npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error", "pg@8"},
-      180s);
-  if (install.exit_code != 0) GTEST_SKIP() << "npm install pg failed: " << install.Describe();
+  Result<NodePostgres> pg = InstallNodePostgres(dir, 180s);
+  if (!pg.ok()) GTEST_SKIP() << pg.status().message();
   std::string script = dir + "/check.js";
   ASSERT_TRUE(WriteFile(script, R"JS(
 const { Pool } = require('pg');
@@ -427,8 +413,8 @@ const pool = new Pool({
   ProcessOptions o;
   o.cwd = dir;
   o.env = {"PGW_PORT=" + std::to_string(proxy_->port()), std::string("PGW_USER=") + kAppUser,
-           std::string("PGW_PASSWORD=") + kAppPassword, "NODE_PATH=" + dir + "/node_modules"};
-  CommandResult r = itest::Run({"/usr/bin/node", script}, 60s, o);
+           std::string("PGW_PASSWORD=") + kAppPassword, "NODE_PATH=" + pg->node_modules};
+  CommandResult r = itest::Run({pg->node, script}, 60s, o);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.out, HasSubstr("sum=42 word=hi"));
   EXPECT_THAT(r.out, HasSubstr("prepared_ok=20"));
@@ -437,14 +423,9 @@ const pool = new Pool({
 // --- psycopg2 ----------------------------------------------------------------------
 
 TEST_F(ProxyClientsTest, Psycopg2ExecuteCommitFetch) {
-  std::string python;
-  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-    if (access(p, X_OK) == 0 && itest::Run({p, "-c", "import psycopg2"}, 30s).exit_code == 0) {
-      python = p;
-      break;
-    }
-  }
-  if (python.empty()) GTEST_SKIP() << "no python3 with psycopg2 (Debian python3-psycopg2)";
+  Result<std::string> found = FindPythonWithPsycopg2(30s);
+  if (!found.ok()) GTEST_SKIP() << found.status().message();
+  const std::string& python = *found;
   std::string script = tmp_->Sub("check.py");
   ASSERT_TRUE(WriteFile(script, R"PY(
 import os, psycopg2

@@ -435,13 +435,10 @@ Comparison CompareTranscripts(const Transcript& direct, const Transcript& proxie
 
 // One cluster, the corpus's database, one proxy with a session-pooling entry (pool 2) and a
 // transaction-pooling one (pool 1) for it, and the two clients. Shared by the tests of the binary.
-class DifferentialEnv : public ::testing::Environment {
+class DifferentialEnv : public ProxyClusterEnv {
  public:
   void SetUp() override {
-    tmp = std::make_unique<TempDir>("pgw-itest-differential");
-    backend = std::make_unique<ProxyBackend>(tmp->path());
-    proxy = std::make_unique<ProxyProcess>();
-    setup = backend->Start();
+    setup = StartCluster("pgw-itest-differential");
     if (!setup.ok()) return;
     deadline = Clock::now() + kBudget;
     setup = CreateDatabase();
@@ -451,13 +448,20 @@ class DifferentialEnv : public ::testing::Environment {
                    {kTransactionDb, kDbname, 1, "transaction"}};
     setup = proxy->Start(tmp->path(), backend->pg_port(), o);
     if (!setup.ok()) return;
-    FindPython();
-    InstallNodePostgres();
-  }
-  void TearDown() override {
-    proxy.reset();    // stops the proxy by PID
-    backend.reset();  // pgwarden down, then leftovers by PID
-    tmp.reset();
+    Result<std::string> py = FindPythonWithPsycopg2(Budget(std::chrono::seconds(30)));
+    if (py.ok())
+      python = *py;
+    else
+      python_problem = py.status().message();
+    std::string dir = tmp->Sub("node");
+    mkdir(dir.c_str(), 0755);
+    Result<NodePostgres> pg = InstallNodePostgres(dir, Budget(std::chrono::seconds(90)));
+    if (pg.ok()) {
+      node = pg->node;
+      node_modules = pg->node_modules;
+    } else {
+      node_problem = pg.status().message();
+    }
   }
 
   // What is left of the time budget for one child, at most `want` (and at least a second).
@@ -466,10 +470,6 @@ class DifferentialEnv : public ::testing::Environment {
     return std::max(std::chrono::milliseconds(1000), std::min(want, left));
   }
 
-  std::unique_ptr<TempDir> tmp;
-  std::unique_ptr<ProxyBackend> backend;
-  std::unique_ptr<ProxyProcess> proxy;
-  Status setup = Status::Ok();
   Clock::time_point deadline = Clock::now() + kBudget;
   std::string python;          // a python3 that imports psycopg2
   std::string python_problem;  // why there is none
@@ -497,44 +497,6 @@ class DifferentialEnv : public ::testing::Environment {
     PqOutcome o = PqExec(d.get(), kSetupSql);
     if (!o.ok) return IoError(std::string("creating the corpus's objects: ") + o.error);
     return Status::Ok();
-  }
-
-  void FindPython() {
-    for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-      if (access(p, X_OK) != 0) continue;
-      if (itest::Run({p, "-c", "import psycopg2"}, Budget(std::chrono::seconds(30))).exit_code ==
-          0) {
-        python = p;
-        return;
-      }
-    }
-    python_problem =
-        "no python3 with psycopg2 in /usr/bin or /usr/local/bin: install Debian's "
-        "python3-psycopg2 (scripts/install-deps.sh does)";
-  }
-
-  void InstallNodePostgres() {
-    for (const char* p : {"/usr/bin/node", "/usr/local/bin/node"})
-      if (node.empty() && access(p, X_OK) == 0) node = p;
-    std::string npm;
-    for (const char* p : {"/usr/bin/npm", "/usr/local/bin/npm"})
-      if (npm.empty() && access(p, X_OK) == 0) npm = p;
-    if (node.empty() || npm.empty()) {
-      node_problem =
-          "node and npm are needed (in /usr/bin or /usr/local/bin): scripts/install-deps.sh "
-          "installs them";
-      return;
-    }
-    std::string dir = tmp->Sub("node");
-    mkdir(dir.c_str(), 0755);
-    CommandResult install = itest::Run(
-        {npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error", "pg@8"},
-        Budget(std::chrono::seconds(90)));
-    if (install.exit_code != 0) {
-      node_problem = "npm install pg@8 failed: " + install.Describe();
-      return;
-    }
-    node_modules = dir + "/node_modules";
   }
 };
 

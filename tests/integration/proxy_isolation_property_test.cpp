@@ -436,13 +436,10 @@ struct Startup {
 
 // One cluster and one proxy for the binary, and the parameters' values:
 //   tx2        transaction, pool 2      session2  session, pool 2
-class IsolationEnv : public ::testing::Environment {
+class IsolationEnv : public ProxyClusterEnv {
  public:
   void SetUp() override {
-    tmp = std::make_unique<TempDir>("pgw-itest-proxy-isolation");
-    backend = std::make_unique<ProxyBackend>(tmp->path());
-    proxy = std::make_unique<ProxyProcess>();
-    setup = backend->Start();
+    setup = StartCluster("pgw-itest-proxy-isolation");
     if (!setup.ok()) return;
     ProxyOptions o;
     o.workers = 2;
@@ -451,16 +448,7 @@ class IsolationEnv : public ::testing::Environment {
     if (!setup.ok()) return;
     setup = LearnValues();
   }
-  void TearDown() override {
-    proxy.reset();    // stops the proxy by PID
-    backend.reset();  // pgwarden down, then leftovers by PID
-    tmp.reset();
-  }
 
-  std::unique_ptr<TempDir> tmp;
-  std::unique_ptr<ProxyBackend> backend;
-  std::unique_ptr<ProxyProcess> proxy;
-  Status setup = Status::Ok();
   std::vector<ParamSpec> specs = TrackedParams();  // with each server default among the values
   std::vector<std::string> defaults;               // each parameter's server default
 

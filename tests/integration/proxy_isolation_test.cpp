@@ -42,12 +42,10 @@ const Setting kSettings[] = {
 // PostgreSQL database, differ in pool mode and size:
 //   tx1  transaction, 1 server     session1  session, 1 server
 //   tx2  transaction, 2 servers    session2  session, 2 servers
-class IsolationEnv : public ::testing::Environment {
+class IsolationEnv : public ProxyClusterEnv {
  public:
   void SetUp() override {
-    tmp = std::make_unique<TempDir>("pgw-itest-isolation");
-    backend = std::make_unique<ProxyBackend>(tmp->path());
-    setup = backend->Start();
+    setup = StartCluster("pgw-itest-isolation");
     if (!setup.ok()) return;
     auto admin = Connect(backend->superuser_conninfo());
     if (!admin.ok()) {
@@ -78,7 +76,6 @@ class IsolationEnv : public ::testing::Environment {
       }
       defaults[s.name] = v.value;
     }
-    proxy = std::make_unique<ProxyProcess>();
     ProxyOptions o;
     o.databases = {{"tx1", "postgres", 1, "transaction"},
                    {"tx2", "postgres", 2, "transaction"},
@@ -89,17 +86,8 @@ class IsolationEnv : public ::testing::Environment {
     o.extra_yaml = "  ignore_startup_parameters: [geqo]\n  server_check_query: ''\n";
     setup = proxy->Start(tmp->path(), backend->pg_port(), o);
   }
-  void TearDown() override {
-    proxy.reset();    // stops the proxy by PID
-    backend.reset();  // pgwarden down, then leftovers by PID
-    tmp.reset();
-  }
 
-  std::unique_ptr<TempDir> tmp;
-  std::unique_ptr<ProxyBackend> backend;
-  std::unique_ptr<ProxyProcess> proxy;
   std::map<std::string, std::string> defaults;  // each kSettings parameter on a fresh connection
-  Status setup = Status::Ok();
 };
 
 IsolationEnv* const env =
@@ -196,14 +184,9 @@ class ModeTest : public IsolationTest, public ::testing::WithParamInterface<Mode
 // standard_conforming_strings on and got three columns back (SQL injection),
 // and stored 'café' as 'cafÃ©'.
 TEST_P(ModeTest, Psycopg2ValueIsQuotedForTheServerItRunsOn) {
-  std::string python;
-  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-    if (access(p, X_OK) == 0 && itest::Run({p, "-c", "import psycopg2"}, 30s).exit_code == 0) {
-      python = p;
-      break;
-    }
-  }
-  ASSERT_FALSE(python.empty()) << "python3 with psycopg2 is needed (scripts/install-deps.sh)";
+  Result<std::string> found = FindPythonWithPsycopg2(30s);
+  ASSERT_TRUE(found.ok()) << found.status().message();
+  const std::string& python = *found;
   std::string script = env->tmp->Sub(std::string("inject-") + GetParam().name + ".py");
   ASSERT_TRUE(WriteFile(script, R"PY(
 import os, psycopg2

@@ -174,6 +174,49 @@ std::string ProxyProcess::Log(int lines) const {
   return out;
 }
 
+Status ProxyClusterEnv::StartCluster(const std::string& prefix) {
+  tmp = std::make_unique<TempDir>(prefix);
+  backend = std::make_unique<ProxyBackend>(tmp->path());
+  proxy = std::make_unique<ProxyProcess>();
+  return backend->Start();
+}
+
+void ProxyClusterEnv::TearDown() {
+  proxy.reset();    // stops the proxy by PID
+  backend.reset();  // pgwarden down, then leftovers by PID
+  tmp.reset();
+}
+
+Result<std::string> FindPythonWithPsycopg2(std::chrono::milliseconds timeout) {
+  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
+    if (access(p, X_OK) == 0 && Run({p, "-c", "import psycopg2"}, timeout).exit_code == 0)
+      return std::string(p);
+  }
+  return NotFound(
+      "no python3 with psycopg2 in /usr/bin or /usr/local/bin: Debian's python3-psycopg2 is "
+      "needed (scripts/install-deps.sh installs it)");
+}
+
+Result<NodePostgres> InstallNodePostgres(const std::string& dir,
+                                         std::chrono::milliseconds timeout) {
+  NodePostgres out;
+  std::string npm;
+  for (const char* p : {"/usr/bin/node", "/usr/local/bin/node"})
+    if (out.node.empty() && access(p, X_OK) == 0) out.node = p;
+  for (const char* p : {"/usr/bin/npm", "/usr/local/bin/npm"})
+    if (npm.empty() && access(p, X_OK) == 0) npm = p;
+  if (out.node.empty() || npm.empty())
+    return NotFound(
+        "node and npm are needed (in /usr/bin or /usr/local/bin): scripts/install-deps.sh "
+        "installs them");
+  CommandResult install =
+      Run({npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error", "pg@8"},
+          timeout);
+  if (install.exit_code != 0) return IoError("npm install pg@8 failed: " + install.Describe());
+  out.node_modules = dir + "/node_modules";
+  return out;
+}
+
 std::string ValueOr(const Result<std::string>& r, const std::string& fallback) {
   return r.ok() ? *r : fallback + " (" + r.status().ToString() + ")";
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <libpq-fe.h>
 
 #include "itest_util.h"
@@ -117,11 +118,44 @@ class ProxyProcess {
   std::string userlist_path_;
 };
 
+// The global test environment of a proxy test binary: a temp dir, a one-node cluster in it and a
+// ProxyProcess for the subclass to start. TearDown stops the proxy (by PID), then the cluster,
+// then removes the directory; a subclass's TearDown stops its own things first, then calls it.
+class ProxyClusterEnv : public ::testing::Environment {
+ public:
+  void TearDown() override;
+
+  std::unique_ptr<TempDir> tmp;
+  std::unique_ptr<ProxyBackend> backend;
+  std::unique_ptr<ProxyProcess> proxy;  // not started by StartCluster
+  Status setup = Status::Ok();
+
+ protected:
+  // Creates tmp (/tmp/<prefix>-XXXXXX), backend and proxy, then starts the backend.
+  Status StartCluster(const std::string& prefix);
+};
+
 // One userlist.txt line: "user" "secret" and a newline (quotes doubled).
 std::string UserlistEntry(const std::string& user, const std::string& secret);
 
 // The value, or `fallback` with the error appended when `r` failed.
 std::string ValueOr(const Result<std::string>& r, const std::string& fallback = "?");
+
+// --- Client programs -----------------------------------------------------------------
+
+// A python3 in /usr/bin or /usr/local/bin that can `import psycopg2` (each tried for at most
+// `timeout`); NotFound, naming what is missing, when there is none.
+Result<std::string> FindPythonWithPsycopg2(std::chrono::milliseconds timeout);
+
+// node-postgres installed for the tests.
+struct NodePostgres {
+  std::string node;          // the node binary
+  std::string node_modules;  // the NODE_PATH with pg@8 in it
+};
+// Finds node and npm in /usr/bin or /usr/local/bin and installs pg@8 under `dir` (which must
+// exist) with `npm install --prefix dir`, killed after `timeout`. NotFound when node or npm is
+// missing; IoError with npm's output when the install fails.
+Result<NodePostgres> InstallNodePostgres(const std::string& dir, std::chrono::milliseconds timeout);
 
 // --- Raw libpq ----------------------------------------------------------------------
 
