@@ -589,9 +589,7 @@ void RequestQueue::EmitSynthetic(std::string* to_client) {
   }
 }
 
-void RequestQueue::OnError(const std::map<char, std::string>& fields, bool ours) {
-  (void)fields;
-  (void)ours;
+void RequestQueue::OnError() {
   // In a simple query the server goes on to its ReadyForQuery; in the
   // extended protocol it skips everything up to the next Sync.
   if (!pending_.empty() &&
@@ -660,12 +658,14 @@ bool RequestQueue::RetryStale() {
 
 bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
                               std::string* to_client) {
-  if (h.type == 'E' && !retrying_) {
+  std::map<char, std::string> fields;  // of an ErrorResponse
+  if (h.type == 'E') {
+    fields = pgwire::ParseErrorFields(whole.substr(5));
     // A stale shared statement: decide before any synthetic answer of the
     // batch goes out, so that a replay finds the client's view untouched.
-    auto fields = pgwire::ParseErrorFields(whole.substr(5));
-    if (FirstAnswered() != Expect::kProxyQuery && IsStalePlanError(fields) && RetryStale()) {
-      OnError(fields, false);
+    if (!retrying_ && FirstAnswered() != Expect::kProxyQuery && IsStalePlanError(fields) &&
+        RetryStale()) {
+      OnError();
       return false;
     }
   }
@@ -708,7 +708,6 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
       break;
     }
     case 'E': {
-      auto fields = pgwire::ParseErrorFields(whole.substr(5));
       if (ours && !proxy_queries_.empty()) {
         observer_.OnProxyError(proxy_queries_.front(), fields);
       } else if (!swallow) {
@@ -716,7 +715,7 @@ bool RequestQueue::FromServer(const pgwire::Header& h, std::string_view whole,
         // The error of our Bind that failed the batch for the one we answered.
         if (!pending_.empty() && head == Expect::kSwallowError) forward = false;
       }
-      OnError(fields, ours);
+      OnError();
       break;
     }
     case 'C': {

@@ -198,7 +198,8 @@ class RequestQueue {
   void ForgetUnnamed();
   void EnsurePrepared(Statement& st, std::string* to_server);
   void EmitSynthetic(std::string* to_client);
-  void OnError(const std::map<char, std::string>& fields, bool ours);
+  // An ErrorResponse: what the server skips after it is expected no more.
+  void OnError();
   // A stale shared statement failed the batch: remaps the client's statement
   // to a fresh generation, and true when the batch is to be replayed.
   bool RetryStale();
