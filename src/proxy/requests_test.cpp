@@ -91,6 +91,16 @@ class RequestQueueTest : public ::testing::Test {
     }
     return to_client;
   }
+  // The session moves to another server connection; with `shared`, it holds
+  // the statements the first one prepared (another session's copies).
+  ServerConn& MoveToOtherServer(bool shared, char txn_status = 'I') {
+    queue_.Detach();
+    other_.id = 8;
+    if (shared) other_.prepared = server_.prepared;
+    other_.txn_status = txn_status;
+    queue_.Attach(&other_);
+    return other_;
+  }
   static std::string Types(const std::string& bytes) {
     std::string t;
     for (size_t off = 0; off + 5 <= bytes.size();) {
@@ -108,6 +118,7 @@ class RequestQueueTest : public ::testing::Test {
   std::string answered_;  // what the queue answered the client at once
   StatementRegistry registry_;
   ServerConn server_;
+  ServerConn other_;
   RequestQueue queue_;
 };
 
@@ -195,11 +206,7 @@ TEST_F(RequestQueueTest, BatchFailingOnAStaleSharedStatementIsReplayedUnderAFres
   FromClient(Parse("s", "SELECT * FROM t") + Sync());
   FromServer(Msg('1', "") + Z());
   // Another session's copy: this server has it, prepared by someone else.
-  queue_.Detach();
-  ServerConn other;
-  other.id = 8;
-  other.prepared = server_.prepared;
-  queue_.Attach(&other);
+  MoveToOtherServer(/*shared=*/true);
   std::string batch = Bind("s") + Execute() + Sync();
   FromClient(batch);
   std::string out = FromServer(Error("0A000", "cached plan must not change result type") + Z());
@@ -219,11 +226,7 @@ TEST_F(RequestQueueTest, BatchThatClosesAStatementFirstIsReplayedToo) {
   // proxy answers the Close, and the Bind is the first thing the server does.
   FromClient(Parse("s", "SELECT * FROM t") + Parse("old", "SELECT 2") + Sync());
   FromServer(Msg('1', "") + Msg('1', "") + Z());
-  queue_.Detach();
-  ServerConn other;
-  other.id = 8;
-  other.prepared = server_.prepared;
-  queue_.Attach(&other);
+  MoveToOtherServer(/*shared=*/true);
   std::string batch = Msg('C', std::string("S") + "old" + '\0') + Bind("s") + Execute() + Sync();
   FromClient(batch);
   std::string out = FromServer(Error("0A000", "cached plan must not change result type") + Z());
@@ -244,12 +247,7 @@ TEST_F(RequestQueueTest, StalePlanOfTheClientsOwnParseIsReportedAsPostgreSQLWoul
 TEST_F(RequestQueueTest, StalePlanInsideATransactionBlockIsNotReplayed) {
   FromClient(Parse("s", "SELECT * FROM t") + Sync());
   FromServer(Msg('1', "") + Z());
-  queue_.Detach();
-  ServerConn other;
-  other.id = 8;
-  other.prepared = server_.prepared;
-  other.txn_status = 'T';
-  queue_.Attach(&other);
+  ServerConn& other = MoveToOtherServer(/*shared=*/true, 'T');
   FromClient(Bind("s") + Execute() + Sync());
   std::string out = FromServer(Error("0A000", "cached plan must not change result type") + Z('E'));
   EXPECT_EQ(Types(out), "EZ");
@@ -337,10 +335,7 @@ TEST_F(RequestQueueTest, UnknownNameIsAnsweredAsPostgreSQLWould) {
 TEST_F(RequestQueueTest, UnnamedStatementFollowsTheClientToAnotherServer) {
   FromClient(Parse("", "SELECT 1") + Sync());
   FromServer(Msg('1', "") + Z());
-  queue_.Detach();
-  ServerConn other;
-  other.id = 8;
-  queue_.Attach(&other);
+  MoveToOtherServer(/*shared=*/false);
   std::string to_server = FromClient(Bind("") + Execute() + Sync());
   EXPECT_EQ(Types(to_server), "PBES");  // prepared again from its text first
   EXPECT_EQ(Types(FromServer(Msg('1', "") + Msg('2', "") +
