@@ -41,6 +41,11 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
     dup2(out_fd, 1);
     dup2(out_fd, 2);
   }
+  // Nothing of ours beyond stdin/stdout/stderr reaches the new program: a
+  // descriptor opened without O_CLOEXEC (Asio's sockets, or one accepted on
+  // another thread just before this fork) would otherwise stay open in
+  // PostgreSQL for its whole life and keep our REST port bound after we die.
+  close_range(3, ~0U, 0);
   if (user) {
     if (setgroups(0, nullptr) != 0 || setgid(user->gid) != 0 || setuid(user->uid) != 0) {
       const char msg[] = "pgwarden: cannot switch to the OS user\n";

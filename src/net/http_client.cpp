@@ -1,6 +1,8 @@
 // Blocking HTTP/1.1 client: Beast async operations run to completion on a private io_context.
 #include "net/http_client.h"
 
+#include <fcntl.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -135,6 +137,7 @@ struct HttpClient::Impl {
     }
     if (ec) return IoError("connecting to " + endpoint + ": " + ec.message());
     conn->stream.socket().set_option(tcp::no_delay(true), ec);
+    ::fcntl(conn->stream.socket().native_handle(), F_SETFD, FD_CLOEXEC);
     return conn;
   }
 

@@ -1,6 +1,8 @@
 // HTTP/1.1 server: an async accept loop and one keep-alive session per connection.
 #include "net/http_server.h"
 
+#include <fcntl.h>
+
 #include <cctype>
 #include <exception>
 #include <optional>
@@ -270,6 +272,7 @@ void HttpServer::Impl::DoAccept() {
       });
       return;
     }
+    ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
     auto session = std::make_shared<Session>(*this, std::move(socket));
     for (auto it = sessions.begin(); it != sessions.end();) {
       it = it->expired() ? sessions.erase(it) : std::next(it);
@@ -322,6 +325,8 @@ Status HttpServer::Start() {
   }
 
   impl->acceptor.open(endpoint.protocol(), ec);
+  // Not inherited by anything we start (process.cpp closes the rest).
+  if (!ec) ::fcntl(impl->acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
