@@ -76,15 +76,6 @@ Status Connection::Exec(const std::string& sql, const std::vector<std::string>& 
 
 bool Connection::healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
 
-std::string QuoteConninfoValue(const std::string& value) {
-  std::string out = "'";
-  for (char c : value) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 std::string QuoteLiteral(const std::string& value) {
   std::string out = "'";
   for (char c : value) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "pg/quoting.h"
 
 struct pg_conn;
 
@@ -49,8 +50,6 @@ class Connection {
 
 using ConnectionPtr = std::unique_ptr<Connection>;
 
-// Quotes a libpq conninfo value: 'it''s' style with backslash escapes.
-std::string QuoteConninfoValue(const std::string& value);
 // Quotes a SQL string literal ('...' with '' doubling).
 std::string QuoteLiteral(const std::string& value);
 // Quotes a SQL identifier ("..." with "" doubling).

@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,16 +40,6 @@ bool IsManagedParameter(const std::string& name) {
   return name == "listen_addresses" || name == "port" || name == "primary_conninfo" ||
          name == "primary_slot_name" || name == "synchronous_standby_names" ||
          name == "unix_socket_directories" || name == "hba_file";
-}
-
-// postgresql.conf value quoting: single quotes, doubled.
-std::string ConfValue(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& content, uid_t uid, gid_t gid,
@@ -240,6 +231,14 @@ class PgControllerImpl final : public PgController {
     params["unix_socket_directories"] = socket_dir_;
     params["synchronous_standby_names"] = synchronous_standby_names;
     if (!params.count("cluster_name")) params["cluster_name"] = s_.member_name;
+    if (!params.count("max_slot_wal_keep_size")) {
+      // A stopped member's slot would otherwise keep WAL until the disk is full.
+      struct statvfs fs_stat {};
+      if (::statvfs(s_.data_dir.c_str(), &fs_stat) == 0) {
+        params["max_slot_wal_keep_size"] = DefaultMaxSlotWalKeepSize(
+            static_cast<uint64_t>(fs_stat.f_bavail) * static_cast<uint64_t>(fs_stat.f_frsize));
+      }
+    }
     if (follow && !follow->host.empty()) {
       std::string ci =
           "host=" + QuoteConninfoValue(follow->host) + " port=" + std::to_string(follow->port) +
@@ -251,7 +250,7 @@ class PgControllerImpl final : public PgController {
       params["primary_conninfo"] = ci;
       params["primary_slot_name"] = follow->slot;
     }
-    for (const auto& [k, v] : params) conf << k << " = " << ConfValue(v) << "\n";
+    for (const auto& [k, v] : params) conf << k << " = " << QuoteConfValue(v) << "\n";
     PGW_RETURN_IF_ERROR(WriteDataFile("postgresql.conf", conf.str()));
 
     std::ostringstream hba;
@@ -259,8 +258,8 @@ class PgControllerImpl final : public PgController {
     for (const auto& line : s_.pg_hba) hba << line << "\n";
     const std::string& ru = s_.replication.username;
     hba << "local all all trust\n"
-        << "host replication " << ru << " 0.0.0.0/0 scram-sha-256\n"
-        << "host replication " << ru << " ::/0 scram-sha-256\n"
+        << "host replication " << QuoteHbaToken(ru) << " 0.0.0.0/0 scram-sha-256\n"
+        << "host replication " << QuoteHbaToken(ru) << " ::/0 scram-sha-256\n"
         << "host all all 0.0.0.0/0 scram-sha-256\n"
         << "host all all ::/0 scram-sha-256\n";
     PGW_RETURN_IF_ERROR(WriteDataFile("pg_hba.conf", hba.str()));
@@ -577,6 +576,15 @@ Result<std::string> ReadSystemIdentifier(const std::string& data_dir) {
   in.read(reinterpret_cast<char*>(&sysid), sizeof sysid);
   if (!in) return IoError(path + " is truncated");
   return std::to_string(sysid);
+}
+
+std::string DefaultMaxSlotWalKeepSize(uint64_t free_bytes) {
+  constexpr uint64_t kMiB = 1024 * 1024;
+  constexpr uint64_t kFloor = 256 * kMiB;
+  // A fifth of the free space, in whole 64 MB steps so that small changes of
+  // the free space do not rewrite the setting at every start.
+  uint64_t keep = free_bytes / 5 / (64 * kMiB) * (64 * kMiB);
+  return std::to_string(std::max(keep, kFloor) / kMiB) + "MB";
 }
 
 std::string SuperuserConninfo(const std::string& host, uint16_t port, const config::RoleAuth& su,

@@ -146,6 +146,12 @@ PgControllerPtr MakePgController(PgSettings settings);
 // Reads the system identifier from <data_dir>/global/pg_control.
 Result<std::string> ReadSystemIdentifier(const std::string& data_dir);
 
+// max_slot_wal_keep_size when the configuration sets none: a fifth of the
+// free space of the data directory's file system (at least 256 MB), e.g.
+// "2048MB". A slot that would keep more is invalidated; its member then needs
+// a new base backup (or the archive) instead of the disk filling up.
+std::string DefaultMaxSlotWalKeepSize(uint64_t free_bytes);
+
 // Connection string to this node's server for the superuser over TCP
 // (host, port from the arguments).
 std::string SuperuserConninfo(const std::string& host, uint16_t port, const config::RoleAuth& su,

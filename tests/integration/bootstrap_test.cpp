@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <set>
+
+#include <libpq-fe.h>
 
 #include "itest_util.h"
 
@@ -13,13 +16,20 @@ namespace {
 
 using ::testing::HasSubstr;
 
+constexpr const char* kNastyPassword = "it's a \\ 'quoted' \\' pass=word\\";
+
 // One cluster for the whole file: every test reads it, none changes its topology.
 class BootstrapTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new TempDir("pgw-itest-bootstrap");
     cluster_ = new LocalClusterGuard(tmp_->Sub("cluster"));
+    // Regression: a replication password with ' or \ broke every replica (a
+    // syntax error in postgresql.conf, or authentication failing forever). The
+    // agents `up` starts inherit this override of cluster.yml's password.
+    setenv("PGWARDEN_REPLICATION_PASSWORD", kNastyPassword, 1);
     up_ = new CommandResult(cluster_->Up({"--nodes", "3"}));
+    unsetenv("PGWARDEN_REPLICATION_PASSWORD");
   }
   static void TearDownTestSuite() {
     delete up_;
@@ -113,6 +123,26 @@ TEST_F(BootstrapTest, TwoStreamingReplicasEachWithAnActiveSlot) {
   EXPECT_TRUE(ok);
   EXPECT_EQ(all_slots, replicas) << "one physical slot per replica, named after it";
   EXPECT_EQ(active_slots, replicas);
+}
+
+// The replicas above stream with kNastyPassword: check that it is the one
+// their primary_conninfo carries, read back by libpq's own parser.
+TEST_F(BootstrapTest, ReplicasAuthenticateWithAPasswordOfQuotesAndBackslashes) {
+  NodeInfo primary = Primary();
+  ASSERT_FALSE(primary.name.empty());
+  for (const auto& n : Replicas(primary.name)) {
+    auto ci = QueryValue(n.pg_conninfo, "SHOW primary_conninfo");
+    ASSERT_TRUE(ci.ok()) << n.name << ": " << ci.status().ToString();
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(ci->c_str(), &err);
+    ASSERT_NE(opts, nullptr) << n.name << ": " << (err ? err : "") << " in " << *ci;
+    std::string password;
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (std::string(o->keyword) == "password" && o->val) password = o->val;
+    }
+    PQconninfoFree(opts);
+    EXPECT_EQ(password, kNastyPassword) << n.name;
+  }
 }
 
 TEST_F(BootstrapTest, DataChecksumsAreOn) {
