@@ -2,6 +2,7 @@
 #include "config/config.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -824,6 +825,20 @@ void Loader::ValidateAndDefault() {
                  "postgresql.authentication.replication.username", "must not be empty");
     }
   }
+  // Role names go into pg_hba.conf (a rule a line) and every value into
+  // postgresql.conf or conninfo, where no quoting can carry a NUL byte.
+  for (const auto& [role, auth] : {std::pair<const char*, RoleAuth*>{"superuser", &pg.superuser},
+                                   {"replication", &pg.replication},
+                                   {"rewind", &pg.rewind}}) {
+    const std::string base = std::string("postgresql.authentication.") + role + ".";
+    if (auth->username.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
+      AddProblem(where_[base + "username"], base + "username",
+                 "must not contain a NUL byte or a line break");
+    }
+    if (auth->password.find('\0') != std::string::npos) {
+      AddProblem(where_[base + "password"], base + "password", "must not contain a NUL byte");
+    }
+  }
   if (pg.pg_hba.empty()) pg.pg_hba = cfg_.bootstrap.pg_hba;
 
   // Timing: the leader lease must outlive one HA loop plus two retried operations.
@@ -925,11 +940,23 @@ Config LoadConfigText(const std::string& yaml, const std::string& source_name, C
 }
 
 Config LoadConfigFile(const std::string& path, ConfigUse use) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ConfigError({"cannot read " + path + ": " + std::strerror(errno)});
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ConfigError({path + " is not a regular file (a configuration is a YAML file)"});
+  }
+  const auto too_big = [&] {
+    ::close(fd);
+    return ConfigError({path + " is larger than " + std::to_string(kMaxConfigFileBytes / 1024) +
+                        " KiB: not a pgwarden configuration"});
+  };
+  if (st.st_size > static_cast<off_t>(kMaxConfigFileBytes)) throw too_big();
   std::string text;
   char buf[8192];
   for (;;) {
+    if (text.size() > kMaxConfigFileBytes) throw too_big();  // it grew while we read it
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n == 0) break;
     if (n < 0) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -125,8 +126,13 @@ enum class ConfigUse {
   kProxy,   // pgwarden proxy: scope and the proxy section (etcd3 optional)
 };
 
+// The largest configuration file LoadConfigFile reads. Real ones are a few
+// KiB; without a limit a mistaken path (a dump, /dev/zero) eats the memory.
+inline constexpr size_t kMaxConfigFileBytes = 1024 * 1024;
+
 // Loads and validates a YAML file, then applies PGWARDEN_* / PATRONI_*
-// environment overrides. Throws ConfigError listing every problem found.
+// environment overrides. Throws ConfigError listing every problem found; a
+// path that is not a regular file, or one over kMaxConfigFileBytes, is refused.
 Config LoadConfigFile(const std::string& path, ConfigUse use = ConfigUse::kNode);
 // Same, from text (`source_name` is used in messages).
 Config LoadConfigText(const std::string& yaml, const std::string& source_name,

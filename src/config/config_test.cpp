@@ -691,6 +691,47 @@ TEST_F(ConfigTest, LoadConfigFileOnAMissingPath) {
   }
 }
 
+// Regression: a 64 MB file took 3.6 GB of memory, `-c /dev/zero` grew without limit.
+TEST_F(ConfigTest, LoadConfigFileRefusesDevicesDirectoriesAndHugeFiles) {
+  for (const char* path : {"/dev/zero", "/tmp"}) {
+    try {
+      LoadConfigFile(path);
+      ADD_FAILURE() << "loaded " << path;
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.problems(), ElementsAre(std::string(path) + " is not a regular file (a "
+                                                                "configuration is a YAML file)"));
+    }
+  }
+  char path[] = "/tmp/pgwarden_config_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream out(path);
+    out << kMinimal << "# " << std::string(kMaxConfigFileBytes, 'x') << "\n";
+  }
+  try {
+    LoadConfigFile(path);
+    ADD_FAILURE() << "loaded";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.problems(), ElementsAre(std::string(path) + " is larger than 1024 KiB: not a "
+                                                              "pgwarden configuration"));
+  }
+  std::filesystem::remove(path);
+}
+
+TEST_F(ConfigTest, RoleNamesWithLineBreaksAndValuesWithNulAreRefused) {
+  std::string yaml = std::string(kMinimal) +
+                     "  authentication:\n    replication:\n      username: "
+                     "\"repl\\nhost all all 0.0.0.0/0 trust\"\n      password: \"a\\0b\"\n";
+  EXPECT_THAT(ProblemsOf(yaml),
+              testing::IsSupersetOf(
+                  {HasSubstr("postgresql.authentication.replication.username: must not contain "
+                             "a NUL byte or a line break"),
+                   HasSubstr("postgresql.authentication.replication.password: must not contain "
+                             "a NUL byte")}));
+}
+
 TEST(HostPortTest, ParseAndFormat) {
   EXPECT_EQ(ParseHostPort("db1:5432", "x"), (HostPort{"db1", 5432}));
   EXPECT_EQ(ParseHostPort(" [::1]:5432 ", "x"), (HostPort{"::1", 5432}));
