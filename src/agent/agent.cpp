@@ -117,6 +117,35 @@ int Agent::Run(const std::atomic<bool>& stop) {
   return 0;
 }
 
+std::optional<TimePoint> Agent::FencingDeadline() const {
+  if (!leader_renewed_at_) return std::nullopt;
+  return *leader_renewed_at_ + ha_.ttl - ha_.retry_timeout;
+}
+
+void Agent::SetLeaseRenewedAt(std::optional<TimePoint> sent_at) {
+  leader_renewed_at_ = sent_at;
+  dcs_->SetRequestDeadline(FencingDeadline());
+}
+
+void Agent::FenceIfPastDeadline() {
+  auto deadline = FencingDeadline();
+  if (!deadline || clock_.Now() < *deadline) return;
+  SetLeaseRenewedAt(std::nullopt);
+  if (!pg_->IsRunning() || (last_pg_ok_ && last_pg_.in_recovery)) return;
+  LOG_ERROR(kComponent,
+            "the leader lease was not renewed by its fencing deadline: stopping PostgreSQL "
+            "(immediate shutdown) before the lease can expire");
+  Status st = pg_->Stop(pg::StopMode::kImmediate);
+  if (!st.ok()) LOG_ERROR(kComponent, "fencing PostgreSQL failed: " << st.message());
+}
+
+void Agent::OnPostmasterExit(pid_t pid) {
+  LOG_WARN(kComponent, "postmaster pid " << pid << " exited");
+  std::lock_guard lock(mu_);
+  snapshot_.pg_running = false;
+  snapshot_.state = "crashed";
+}
+
 Agent::CycleResult Agent::RunCycle() {
   FinishLongAction();
   ha::Observation obs = Observe();
@@ -128,6 +157,8 @@ Agent::CycleResult Agent::RunCycle() {
     LOG_DEBUG(kComponent, decision.reason);
   }
   bool changed = Execute(decision, obs);
+  FenceIfPastDeadline();
+  postmaster_watch_.Watch(pg_->IsRunning() ? pg_->postmaster_pid() : -1);
   if (obs.dcs_ok && !refused_) PublishMember(obs);
   UpdateSnapshot(obs, decision);
   if (obs.dcs_ok) topology_ = TopologySignature(obs.cluster);
@@ -135,11 +166,10 @@ Agent::CycleResult Agent::RunCycle() {
   // new setting shows in pg_stat_replication.
   CycleResult r;
   r.next_in = changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
-  if (!obs.dcs_ok && leader_renewed_at_) {
-    // A leader cut off from etcd must look again no later than its fencing
-    // deadline (safety rule 2), not a whole loop_wait later.
-    auto deadline = *leader_renewed_at_ + ha_.ttl - ha_.retry_timeout;
-    auto until = std::chrono::duration_cast<Millis>(deadline - clock_.Now());
+  if (auto deadline = FencingDeadline()) {
+    // A leader looks again no later than its fencing deadline (safety rule
+    // 2), not a whole loop_wait later.
+    auto until = std::chrono::duration_cast<Millis>(*deadline - clock_.Now());
     r.next_in = std::clamp<Millis>(until, Millis(100), r.next_in);
   }
   r.revision = obs.dcs_ok ? obs.cluster.revision : 0;
@@ -149,9 +179,14 @@ Agent::CycleResult Agent::RunCycle() {
 
 void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait) {
   auto deadline = clock_.Now() + max_wait;
-  // A long action finishing is worth a cycle at once; poll for it.
-  const auto slice = std::chrono::milliseconds(in_progress_ != ha::LongAction::kNone ? 200 : 1000);
+  // A long action finishing, or the postmaster exiting, is worth a cycle at
+  // once: look for them between short waits for etcd.
+  const bool watching = postmaster_watch_.pid() > 0 && !postmaster_watch_.exited();
+  const auto slice = std::chrono::milliseconds(
+      in_progress_ != ha::LongAction::kNone ? 200 : (watching ? 250 : 1000));
+  auto positions_at = clock_.Now();
   while (!stop.load() && clock_.Now() < deadline) {
+    if (watching && postmaster_watch_.exited()) return;
     if (in_progress_ != ha::LongAction::kNone && long_action_.valid() &&
         long_action_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       return;
@@ -168,7 +203,10 @@ void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Mi
       continue;
     }
     if (!*changed) {
-      RefreshPositions();
+      if (clock_.Now() - positions_at >= std::chrono::seconds(1)) {
+        RefreshPositions();
+        positions_at = clock_.Now();
+      }
       continue;
     }
     auto view = dcs_->Load();
@@ -236,7 +274,15 @@ ha::Observation Agent::Observe() {
   obs.in_progress = in_progress_;
   obs.leader_renewed_at = leader_renewed_at_;
 
-  auto view = dcs_->Load();
+  // Back from a freeze, or from requests that hung, past the fencing
+  // deadline: whatever etcd would say now, the lease may have expired, so
+  // this cycle fences without asking (safety rule 2).
+  const auto deadline = FencingDeadline();
+  Result<dcs::ClusterView> view =
+      deadline && clock_.Now() >= *deadline
+          ? Result<dcs::ClusterView>(DcsUnavailable(
+                "not asked: the fencing deadline passed (the agent was delayed or etcd hung)"))
+          : dcs_->Load();
   // The time the decision is about is after the (possibly slow) etcd answer.
   obs.now = clock_.Now();
   if (view.ok()) {
@@ -398,27 +444,33 @@ Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
       PGW_RETURN_IF_ERROR(pg_->Promote());
       return pg_->WriteConfig(std::nullopt, synchronous_standby_names_);
     case ActionType::kStopPostgres:
-      leader_renewed_at_.reset();
+      SetLeaseRenewedAt(std::nullopt);
       return pg_->Stop(pg::StopMode::kFast);
+    case ActionType::kFencePostgres:
+      SetLeaseRenewedAt(std::nullopt);
+      return pg_->Stop(pg::StopMode::kImmediate);
     case ActionType::kAcquireLeader: {
+      const TimePoint sent_at = clock_.Now();
       auto won = dcs_->AcquireLeader(cfg_.name);
       if (!won.ok()) return won.status();
       if (!*won) return Conflict("another member holds the leader key");
-      leader_renewed_at_ = clock_.Now();
+      SetLeaseRenewedAt(sent_at);
       LOG_INFO(kComponent, "acquired the leader key");
       return Status::Ok();
     }
     case ActionType::kRenewLeader: {
+      // The lease runs from no earlier than the moment the request left.
+      const TimePoint sent_at = clock_.Now();
       auto still = dcs_->RenewLeader(cfg_.name);
       if (!still.ok()) return still.status();
       if (!*still) {
         // Safety rule 1: no writes without the lease.
         LOG_ERROR(kComponent, "lost the leader key: fencing PostgreSQL");
-        leader_renewed_at_.reset();
-        (void)pg_->Stop(pg::StopMode::kFast);
+        SetLeaseRenewedAt(std::nullopt);
+        (void)pg_->Stop(pg::StopMode::kImmediate);
         return Conflict("leader key lost");
       }
-      leader_renewed_at_ = clock_.Now();
+      SetLeaseRenewedAt(sent_at);
       return Status::Ok();
     }
     case ActionType::kCreateSlot:
@@ -476,7 +528,7 @@ void Agent::FinishLongAction() {
       LOG_ERROR(kComponent, "bootstrap failed: " << st.message());
       (void)pg_->Stop(pg::StopMode::kImmediate);
       if (leader_renewed_at_) (void)dcs_->ReleaseLeader(cfg_.name);
-      leader_renewed_at_.reset();
+      SetLeaseRenewedAt(std::nullopt);
       Status cleared = pg_->ClearDataDir();
       if (!cleared.ok())
         LOG_ERROR(kComponent, "cannot empty the data directory: " << cleared.message());
@@ -504,10 +556,11 @@ Status Agent::FinishBootstrap() {
   if (dir.kind != pg::DataDirKind::kInitialized) {
     return Fatal("the new data directory cannot be read: " + dir.problem);
   }
+  const TimePoint sent_at = clock_.Now();
   auto won = dcs_->AcquireLeader(cfg_.name);
   if (!won.ok()) return won.status();
   if (!*won) return Conflict("the leader key was taken during bootstrap");
-  leader_renewed_at_ = clock_.Now();
+  SetLeaseRenewedAt(sent_at);
   auto cfg = dcs_->InitializeConfig(DynamicConfigJson(cfg_.bootstrap.dcs));
   if (!cfg.ok()) return cfg.status();
   PGW_RETURN_IF_ERROR(dcs_->UpdateInitialize("", dir.system_identifier));

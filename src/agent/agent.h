@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "agent/node_status.h"
+#include "agent/postmaster_watch.h"
 #include "common/clock.h"
 #include "config/config.h"
 #include "dcs/dcs.h"
@@ -75,6 +76,19 @@ class Agent {
   // Waits for a change worth a new cycle, or loop_wait, or stop.
   void WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Millis max_wait);
 
+  // The moment a leader must have stopped PostgreSQL unless it renewed its
+  // lease since (safety rule 2): the last renewal + ttl - retry_timeout.
+  std::optional<TimePoint> FencingDeadline() const;
+  // Records a renewal (the time the request was sent, which the lease cannot
+  // predate) or the loss of the lease, and bounds every etcd request by the
+  // new fencing deadline.
+  void SetLeaseRenewedAt(std::optional<TimePoint> sent_at);
+  // Stops PostgreSQL (immediate) when the fencing deadline has passed: etcd
+  // may still be hanging on the requests of this cycle, the lease may not.
+  void FenceIfPastDeadline();
+  // Watch thread: the postmaster is gone; the REST API says so at once.
+  void OnPostmasterExit(pid_t pid);
+
   config::Config cfg_;
   ha::HaConfig ha_;
   dcs::DcsPtr dcs_;
@@ -93,6 +107,7 @@ class Agent {
   std::future<Status> long_action_;
   pg::PgState last_pg_;  // last successful PostgreSQL observation
   bool last_pg_ok_ = false;
+  PostmasterWatch postmaster_watch_{[this](pid_t pid) { OnPostmasterExit(pid); }};
 
   mutable std::mutex mu_;
   NodeStatus snapshot_;                     // guarded by mu_

@@ -217,6 +217,8 @@ class FakePgController final : public pg::PgController {
     std::lock_guard lock(world_.mu);
     return running_;
   }
+  // No process behind it: the agent's exit watch has nothing to watch.
+  pid_t postmaster_pid() const override { return -1; }
   Result<pg::PgState> Observe() override {
     std::lock_guard lock(world_.mu);
     if (!running_) return PgUnavailable("connection refused");
@@ -418,6 +420,10 @@ class SlowFailingDcs final : public dcs::Dcs {
     return inner_->WaitForChange(rev, timeout);
   }
   Status Close() override { return Lag(inner_->Close()); }
+  void SetRequestDeadline(std::optional<TimePoint> deadline) override {
+    deadline_ = deadline;
+    inner_->SetRequestDeadline(deadline);
+  }
   Status WriteConfig(const nlohmann::json& c, int64_t rev) override {
     return Lag(inner_->WriteConfig(c, rev));
   }
@@ -428,10 +434,19 @@ class SlowFailingDcs final : public dcs::Dcs {
   Status WriteHistory(const nlohmann::json& h) override { return Lag(inner_->WriteHistory(h)); }
 
  private:
+  // A failing request takes its timeout, cut short at the deadline (as
+  // EtcdClient bounds each request by the time left).
   template <typename R>
   R Lag(R r) {
     Status st = StatusOf(r);
-    if (!st.ok() && st.code() == ErrorCode::kDcsUnavailable) clock_.Advance(latency_);
+    if (!st.ok() && st.code() == ErrorCode::kDcsUnavailable) {
+      Millis wait = latency_;
+      if (deadline_) {
+        wait = std::clamp(std::chrono::duration_cast<Millis>(*deadline_ - clock_.Now()), Millis(0),
+                          latency_);
+      }
+      clock_.Advance(wait);
+    }
     return r;
   }
   static Status StatusOf(const Status& s) { return s; }
@@ -443,6 +458,7 @@ class SlowFailingDcs final : public dcs::Dcs {
   std::unique_ptr<dcs::MemoryDcs> inner_;
   ManualClock& clock_;
   Millis latency_;
+  std::optional<TimePoint> deadline_;  // SetRequestDeadline's
 };
 
 // --- The simulation ----------------------------------------------------------------
@@ -869,13 +885,23 @@ TEST_F(AgentSimTest, LeaderAgentStopsCyclingStandbysWaitAndItReacquiresOnReturn)
     EXPECT_LE(w.at_s, back_at) << w;
   }
 
-  // The agent comes back: nobody took the key, so it takes it again as the
-  // running primary (or fences itself); it never runs on without the key.
+  // The agent comes back past its fencing deadline: it stops PostgreSQL
+  // before anything else (the lease may be gone), then, as nobody took the
+  // key, takes it again and starts as primary; it never runs on without it.
   crashed.cycling = true;
   sim.Cycle(crashed);
   std::cout << "[ decisions ] " << leader << " back: " << crashed.reason << "\n";
+  EXPECT_THAT(crashed.reason, HasSubstr("demoting"));
+  EXPECT_FALSE(crashed.pg->Writable()) << crashed.reason;
+  sim.Cycle(crashed);
+  std::cout << "[ decisions ] " << leader << " then: " << crashed.reason << "\n";
   EXPECT_TRUE(sim.LeaseHolder() == leader || !crashed.pg->Writable()) << crashed.reason;
-  EXPECT_THAT(crashed.reason, HasSubstr("acquiring the leader key as the running primary"));
+  EXPECT_THAT(crashed.reason, HasSubstr("taking the leader key and starting as primary"));
+  bool fenced_on_return = false;
+  for (const auto& e : sim.Events()) {
+    fenced_on_return |= e.member == leader && e.what == "stop(immediate)";
+  }
+  EXPECT_TRUE(fenced_on_return) << sim.History();
   const size_t before = sim.lease_less_writes().size();
   for (int i = 0; i < 15; ++i) sim.Round();
   EXPECT_EQ(sim.lease_less_writes().size(), before) << "writes only while holding the lease";
@@ -916,7 +942,8 @@ TEST_F(AgentSimTest, PartitionedLeaderFencesItselfBeforeItsLeaseExpires) {
     }
   }
   ASSERT_TRUE(stop.has_value());
-  EXPECT_EQ(stop->what, "stop(fast)") << "self-fencing is a fast stop (safety rule 6)";
+  EXPECT_EQ(stop->what, "stop(immediate)")
+      << "self-fencing is an immediate stop (safety rule 6: never a smart one)";
   EXPECT_LE(stop->at, deadline) << "stopped at t=" << sim.ToS(stop->at)
                                 << "s, deadline t=" << sim.ToS(deadline) << "s";
   // Before the deadline it still ran: it wrote until the last round before it.
@@ -995,7 +1022,7 @@ TEST_F(AgentSimTest, PartitionedLeaderOnRunScheduleStopsBeforeLeaseExpiresDespit
     std::cout << "[ schedule  ] etcd failure latency " << latency.count() / 1000
               << " s: renewed t=" << sim.ToS(renewed) << "s, stopped t=" << sim.ToS(stop->at)
               << "s, lease expired t=" << sim.ToS(lease_expiry) << "s\n";
-    EXPECT_EQ(stop->what, "stop(fast)");
+    EXPECT_EQ(stop->what, "stop(immediate)");
     auto ms = [](auto d) { return std::chrono::duration_cast<Millis>(d).count(); };
     EXPECT_LT(ms(stop->at - renewed), ms(lease_expiry - renewed))
         << "ms from the last renew to the stop; the lease expired after 30 s\n"

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/lsn.h"
 #include "common/status.h"
 
@@ -113,6 +114,11 @@ class Dcs {
   // Blocks until a key of the cluster changes after `after_revision`, or
   // `timeout` passes. true: something changed.
   virtual Result<bool> WaitForChange(int64_t after_revision, std::chrono::milliseconds timeout) = 0;
+
+  // Until changed, every request (but WaitForChange) must be answered by
+  // `deadline` or fail with DcsUnavailable; see KvStore::SetDeadline. The
+  // agent sets its fencing deadline while it leads.
+  virtual void SetRequestDeadline(std::optional<TimePoint> deadline) = 0;
 
   // Revokes our lease (member and leader keys go with it). For shutdown.
   virtual Status Close() = 0;

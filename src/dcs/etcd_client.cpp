@@ -42,15 +42,31 @@ EtcdClient::EtcdClient(std::vector<std::string> endpoints,
   assert(!endpoints_.empty());
 }
 
+void EtcdClient::SetDeadline(std::optional<TimePoint> deadline) {
+  deadline_ = deadline ? deadline->time_since_epoch().count() : kNoDeadline;
+}
+
 Result<json> EtcdClient::Call(const std::string& path, const json& body) {
   const std::string payload = body.dump();
   std::lock_guard<std::mutex> lock(mu_);
   std::string errors;
   const size_t first = current_.load();
+  const int64_t deadline_ticks = deadline_.load();
   for (size_t i = 0; i < endpoints_.size(); ++i) {
     const size_t idx = (first + i) % endpoints_.size();
     const std::string& ep = endpoints_[idx];
-    auto res = http_.Post(ep, path, payload, request_timeout_);
+    auto timeout = request_timeout_;
+    if (deadline_ticks != kNoDeadline) {
+      const TimePoint deadline{TimePoint::duration(deadline_ticks)};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clk::now());
+      if (left <= std::chrono::milliseconds(0)) {
+        if (!errors.empty()) errors += "; ";
+        errors += "no time left before the fencing deadline";
+        break;
+      }
+      timeout = std::min(timeout, left);
+    }
+    auto res = http_.Post(ep, path, payload, timeout);
     std::string error;
     if (!res.ok()) {
       error = res.status().message();

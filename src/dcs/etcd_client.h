@@ -5,8 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,7 @@ class EtcdClient final : public KvStore {
   Result<LeaseGrant> GrantLease(int64_t ttl_seconds) override;
   Result<int64_t> KeepAliveLease(int64_t id) override;
   Status RevokeLease(int64_t id) override;
+  void SetDeadline(std::optional<TimePoint> deadline) override;
   Result<bool> WaitForChange(const std::string& key, const std::string& range_end,
                              int64_t start_revision, std::chrono::milliseconds timeout) override;
 
@@ -64,7 +67,11 @@ class EtcdClient final : public KvStore {
  private:
   const std::vector<std::string> endpoints_;
   const std::chrono::milliseconds request_timeout_;
-  std::atomic<size_t> current_{0};  // index into endpoints_ of the last endpoint that answered
+  std::atomic<size_t> current_{0};
+  // SetDeadline's, as steady_clock ticks since its epoch; kNoDeadline: none.
+  static constexpr int64_t kNoDeadline = INT64_MAX;
+  std::atomic<int64_t> deadline_{
+      kNoDeadline};  // index into endpoints_ of the last endpoint that answered
 
   std::mutex mu_;
   net::HttpClient http_;  // GUARDED_BY(mu_)

@@ -51,6 +51,9 @@ class KvDcs : public Dcs {
   Status WriteStatus(const nlohmann::json& status) override;
   Status WriteSync(const SyncKey& sync, int64_t expected_revision) override;
   Result<bool> WaitForChange(int64_t after_revision, std::chrono::milliseconds timeout) override;
+  void SetRequestDeadline(std::optional<TimePoint> deadline) override {
+    store_.SetDeadline(deadline);
+  }
   Status Close() override;
   Status WriteConfig(const nlohmann::json& config, int64_t expected_revision) override;
   Status WriteFailover(const nlohmann::json& request, int64_t expected_revision) override;

@@ -3,10 +3,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace pgwarden::dcs {
@@ -136,6 +138,12 @@ class KvStore {
   // Blocks until a key in [key, range_end) changes at a revision >=
   // start_revision, or `timeout` passes. true: a change (or history from
   // start_revision is compacted away, so a change cannot be ruled out).
+  // Until changed, every request but WaitForChange must be answered by
+  // `deadline` (nullopt: no limit beyond the per-request timeout): one that
+  // cannot start in time is not sent, one under way is cut off at it, both
+  // DcsUnavailable. A leader sets its fencing deadline here, so that a hung
+  // store cannot keep it waiting past the moment it must stop PostgreSQL.
+  virtual void SetDeadline(std::optional<TimePoint> deadline) = 0;
   virtual Result<bool> WaitForChange(const std::string& key, const std::string& range_end,
                                      int64_t start_revision, std::chrono::milliseconds timeout) = 0;
 };

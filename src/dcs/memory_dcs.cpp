@@ -285,6 +285,9 @@ namespace internal {
 
 Status MemoryConnection::Check() const {
   if (!reachable) return DcsUnavailable("memory store: unreachable from this node (simulated)");
+  if (deadline_ && store_.Now() >= *deadline_) {
+    return DcsUnavailable("memory store: no time left before the fencing deadline");
+  }
   return Status::Ok();
 }
 

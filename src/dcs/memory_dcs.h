@@ -38,6 +38,11 @@ class MemoryStore final : public KvStore {
   Result<LeaseGrant> GrantLease(int64_t ttl_seconds) override;
   Result<int64_t> KeepAliveLease(int64_t id) override;
   Status RevokeLease(int64_t id) override;
+  // The store answers at once, so nothing can run past a deadline; a
+  // MemoryConnection applies its node's deadline.
+  void SetDeadline(std::optional<TimePoint>) override {}
+  // The store's clock.
+  TimePoint Now() const { return clock_.Now(); }
   // Waits in real time (a condition variable), not clock time. Changes
   // are remembered for the last kHistory revisions; older start revisions
   // count as compacted (true).
@@ -100,6 +105,7 @@ class MemoryConnection final : public KvStore {
   Result<LeaseGrant> GrantLease(int64_t ttl_seconds) override;
   Result<int64_t> KeepAliveLease(int64_t id) override;
   Status RevokeLease(int64_t id) override;
+  void SetDeadline(std::optional<TimePoint> deadline) override { deadline_ = deadline; }
   Result<bool> WaitForChange(const std::string& key, const std::string& range_end,
                              int64_t start_revision, std::chrono::milliseconds timeout) override;
   std::atomic<bool> reachable{true};
@@ -107,6 +113,7 @@ class MemoryConnection final : public KvStore {
  private:
   Status Check() const;
   MemoryStore& store_;
+  std::optional<TimePoint> deadline_;  // SetDeadline's, on the store's clock
 };
 
 struct MemoryConnectionHolder {

@@ -138,6 +138,8 @@ const char* ActionName(ActionType type) {
       return "promote";
     case ActionType::kStopPostgres:
       return "stop_postgres";
+    case ActionType::kFencePostgres:
+      return "fence_postgres";
     case ActionType::kAcquireLeader:
       return "acquire_leader";
     case ActionType::kRenewLeader:
@@ -243,7 +245,7 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
       if (obs.now >= deadline) {
         return Say("demoting: etcd unreachable (" + obs.dcs_error +
                        ") and the leader lease is about to expire",
-                   {Do(ActionType::kStopPostgres)});
+                   {Do(ActionType::kFencePostgres)});
       }
       auto left = std::chrono::duration_cast<Millis>(deadline - obs.now);
       return Say("etcd unreachable (" + obs.dcs_error + "); still the leader for " +
@@ -253,7 +255,7 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
       // Safety rule 1: a primary with no lease of ours must not take writes.
       return Say("demoting: etcd unreachable (" + obs.dcs_error +
                      ") and this primary holds no leader lease",
-                 {Do(ActionType::kStopPostgres)});
+                 {Do(ActionType::kFencePostgres)});
     }
     return Say("etcd unreachable (" + obs.dcs_error + "); keeping the current role");
   }

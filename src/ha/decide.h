@@ -91,7 +91,8 @@ enum class ActionType {
   kStartStandby,     // write standby config following `target`, start postgres
   kFollow,           // rewrite primary_conninfo for `target`, reload
   kPromote,          // pg_promote
-  kStopPostgres,     // fast shutdown (self-fencing)
+  kStopPostgres,     // fast shutdown: another member leads (demotion)
+  kFencePostgres,    // immediate shutdown: we may no longer hold the lease (safety rule 6)
   kAcquireLeader,    // create the leader key on our lease; abort the rest on failure
   kRenewLeader,      // renew the lease and check the key; demote on failure
   kCreateSlot,       // `target` = slot name

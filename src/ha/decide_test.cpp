@@ -203,6 +203,7 @@ Action SetSync(std::vector<std::string> names) {
 const Action kRenew = A(ActionType::kRenewLeader);
 const Action kStatus = A(ActionType::kWriteStatus);
 const Action kStop = A(ActionType::kStopPostgres);
+const Action kFence = A(ActionType::kFencePostgres);
 const Action kAcquire = A(ActionType::kAcquireLeader);
 const Action kStartPrimary = A(ActionType::kStartPrimary);
 const Action kPromote = A(ActionType::kPromote);
@@ -266,15 +267,15 @@ std::vector<Case> EtcdUnreachableCases() {
        {"still the leader"}},
       {"EtcdDownLeaderAtDeadlineFencesItself",
        Obs().ILead().Primary().RenewedAt(kNow - seconds(20)).DcsDown("no endpoint"),
-       {kStop},
+       {kFence},
        {"demoting", "etcd unreachable", "no endpoint"}},
       {"EtcdDownLeaderAfterDeadlineFencesItself",
        Obs().ILead().Primary().RenewedAt(kNow - seconds(29)).DcsDown(),
-       {kStop},
+       {kFence},
        {"demoting"}},
       {"EtcdDownDeadlineFollowsTtlAndRetryTimeout",
        Obs().ILead().Primary().RenewedAt(kNow - seconds(6)).DcsDown(),
-       {kStop},
+       {kFence},
        {"lease is about to expire"},
        short_lease},
       {"EtcdDownDeadlineFollowsTtlAndRetryTimeoutBefore",
@@ -794,7 +795,7 @@ TEST(DecidePropertyTest, WritesOnlyWithTheLeaderKey) {
                 }
                 // Without etcd the only possible action is self-fencing.
                 if (!dcs_ok) {
-                  for (const Action& a : d.actions) EXPECT_EQ(a.type, ActionType::kStopPostgres);
+                  for (const Action& a : d.actions) EXPECT_EQ(a.type, ActionType::kFencePostgres);
                 }
               }
             }
@@ -933,7 +934,7 @@ TEST(DecideRegressionTest, EtcdDownPrimaryWithoutLeaseIsStopped) {
       Observation obs = b;
       ASSERT_FALSE(obs.leader_renewed_at.has_value());
       Decision d = Decide(obs, cfg);
-      EXPECT_THAT(d.actions, ::testing::ElementsAre(kStop));
+      EXPECT_THAT(d.actions, ::testing::ElementsAre(kFence));
       EXPECT_THAT(d.reason, HasSubstr("holds no leader lease"));
       EXPECT_THAT(d.reason, HasSubstr("etcd: connection refused"));
     }

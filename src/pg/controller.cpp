@@ -347,6 +347,8 @@ class PgControllerImpl final : public PgController {
     return true;
   }
 
+  pid_t postmaster_pid() const override { return pid_; }
+
   Result<PgState> Observe() override {
     auto conn = SharedConnection();
     if (!conn.ok()) return conn.status();

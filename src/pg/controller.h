@@ -128,6 +128,8 @@ class PgController {
   virtual Status Promote() = 0;
   // True while the postmaster process exists.
   virtual bool IsRunning() = 0;
+  // The postmaster's pid as of the last start, adoption or IsRunning(); -1: none.
+  virtual pid_t postmaster_pid() const = 0;
   // Queries the running server.
   virtual Result<PgState> Observe() = 0;
   virtual Status CreateSlot(const std::string& name) = 0;
