@@ -20,6 +20,7 @@ PostgreSQL replication and high availability in one binary.
 commands:
   node -c FILE     run the agent for one PostgreSQL server
   proxy -c FILE    run the connection pooler
+  watchdog         stop PostgreSQL when its agent stops re-arming (started by node)
   up               start a local cluster (etcd + N nodes) in the background
   down             stop a local cluster
   status           show the cluster's members and replication
@@ -41,9 +42,9 @@ int VersionCommand(int, char**, int) {
 }
 
 constexpr Command kCommands[] = {
-    {"node", NodeCommand},       {"up", UpCommand},   {"down", DownCommand},
-    {"status", StatusCommand},   {"dsn", DsnCommand}, {"proxy", ProxyCommand},
-    {"version", VersionCommand},
+    {"node", NodeCommand},         {"up", UpCommand},           {"down", DownCommand},
+    {"status", StatusCommand},     {"dsn", DsnCommand},         {"proxy", ProxyCommand},
+    {"watchdog", WatchdogCommand}, {"version", VersionCommand},
 };
 
 }  // namespace

@@ -11,5 +11,6 @@ int DownCommand(int argc, char** argv, int first);
 int StatusCommand(int argc, char** argv, int first);
 int DsnCommand(int argc, char** argv, int first);
 int ProxyCommand(int argc, char** argv, int first);
+int WatchdogCommand(int argc, char** argv, int first);
 
 }  // namespace pgwarden::cli

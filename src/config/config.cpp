@@ -201,6 +201,7 @@ class Loader {
   void ParsePostgresql(const YAML::Node& v, const std::string& path, const std::string& where);
   void ParseRole(const YAML::Node& v, const std::string& path, const std::string& where,
                  RoleAuth* out);
+  void ParseWatchdog(const YAML::Node& v, const std::string& path, const std::string& where);
 
   void ValidateListen(const Sourced& listen, Sourced connect, HostPort* listen_out,
                       std::string* connect_out);
@@ -391,6 +392,8 @@ void Loader::ParseRoot(const YAML::Node& root) {
               ParseBootstrap(v, path, where);
             } else if (key == "postgresql") {
               ParsePostgresql(v, path, where);
+            } else if (key == "watchdog") {
+              ParseWatchdog(v, path, where);
             } else if (key == "tags") {
               ReadScalarMap(v, path, where, &cfg_.tags);
             } else if (key == "proxy") {
@@ -614,6 +617,34 @@ void Loader::ParseRole(const YAML::Node& v, const std::string& path, const std::
               ReadString(value, p, w, &out->username);
             } else if (key == "password") {
               ReadString(value, p, w, &out->password);
+            } else {
+              return false;
+            }
+            return true;
+          });
+}
+
+void Loader::ParseWatchdog(const YAML::Node& v, const std::string& path, const std::string& where) {
+  WatchdogConfig& wd = cfg_.watchdog;
+  WalkMap(v, path, where,
+          [&](const std::string& key, const std::string& p, const std::string& w,
+              const YAML::Node& value) {
+            if (key == "mode") {
+              where_[p] = w;
+              std::optional<WatchdogMode> mode;
+              if (value.IsScalar()) mode = ParseWatchdogMode(value.Scalar());
+              if (mode) {
+                wd.mode = *mode;
+              } else {
+                Bad(w, p, "expected off, automatic or required, got " + Describe(value));
+              }
+            } else if (key == "device") {
+              ReadString(value, p, w, &wd.device);
+              if (!bad_keys_.count(p) && (wd.device.empty() || wd.device.front() != '/')) {
+                Bad(w, p, "must be an absolute path, got '" + wd.device + "'");
+              }
+            } else if (key == "safety_margin") {
+              ReadInt(value, p, w, &wd.safety_margin);
             } else {
               return false;
             }
@@ -868,6 +899,28 @@ void Loader::ValidateAndDefault() {
                    "), or the leader lease can expire while a healthy leader is still retrying");
   }
 
+  // watchdog.safety_margin: Patroni's -1 means half the ttl. The watchdog's
+  // deadline (ttl - safety_margin after a renewal) must leave room for the
+  // next HA cycle, or it would stop a healthy leader between two cycles.
+  WatchdogConfig& wd = cfg_.watchdog;
+  const std::string margin_key = "watchdog.safety_margin";
+  if (!bad_keys_.count(margin_key)) {
+    if (wd.safety_margin == -1) {
+      if (timing_ok) wd.safety_margin = dcs.ttl / 2;
+    } else if (wd.safety_margin < 0) {
+      AddProblem(where_[margin_key], margin_key,
+                 "must be -1 (half the ttl) or at least 0 seconds, got " +
+                     std::to_string(wd.safety_margin));
+    } else if (timing_ok && wd.mode != WatchdogMode::kOff &&
+               dcs.ttl - wd.safety_margin <= dcs.loop_wait) {
+      AddProblem(where_[margin_key], margin_key,
+                 "ttl - safety_margin (" + std::to_string(dcs.ttl) + " - " +
+                     std::to_string(wd.safety_margin) + ") must be more than loop_wait (" +
+                     std::to_string(dcs.loop_wait) +
+                     "), or the watchdog stops a healthy leader between two HA cycles");
+    }
+  }
+
   // use_pg_rewind may be written under bootstrap.dcs.postgresql or postgresql (Patroni allows
   // both).
   if (dcs_use_pg_rewind_ && pg_use_pg_rewind_ && *dcs_use_pg_rewind_ != *pg_use_pg_rewind_) {
@@ -904,6 +957,28 @@ void Loader::ValidateAndDefault() {
 }
 
 }  // namespace
+
+std::optional<WatchdogMode> ParseWatchdogMode(const std::string& text) {
+  const std::string t = Lower(Trim(text));
+  if (t == "off" || t == "disable" || t == "disabled" || t == "false" || t == "no") {
+    return WatchdogMode::kOff;
+  }
+  if (t == "automatic" || t == "auto") return WatchdogMode::kAutomatic;
+  if (t == "required" || t == "require") return WatchdogMode::kRequired;
+  return std::nullopt;
+}
+
+const char* WatchdogModeName(WatchdogMode mode) {
+  switch (mode) {
+    case WatchdogMode::kOff:
+      return "off";
+    case WatchdogMode::kAutomatic:
+      return "automatic";
+    case WatchdogMode::kRequired:
+      return "required";
+  }
+  return "?";
+}
 
 std::string HostPort::ToString() const {
   const std::string port_text = std::to_string(port);

@@ -82,6 +82,30 @@ struct PostgresqlConfig {
   std::vector<std::string> pg_hba;  // extra pg_hba.conf lines (added before the defaults)
 };
 
+// `watchdog.mode`: how the node agent guards a leading PostgreSQL against a
+// frozen agent (Patroni's modes).
+enum class WatchdogMode {
+  kOff,        // no watchdog: a frozen leader agent cannot fence itself
+  kAutomatic,  // the software watchdog process, plus /dev/watchdog when it can be opened
+  kRequired,   // the software watchdog and /dev/watchdog; without the device the node must not lead
+};
+
+// Patroni's spellings, in any case: "off" (also disable, disabled, false, no),
+// "automatic" (also auto), "required" (also require); nullopt for anything else.
+std::optional<WatchdogMode> ParseWatchdogMode(const std::string& text);
+// "off" | "automatic" | "required"
+const char* WatchdogModeName(WatchdogMode mode);
+
+// `watchdog:`
+struct WatchdogConfig {
+  WatchdogMode mode = WatchdogMode::kAutomatic;
+  std::string device = "/dev/watchdog";  // the Linux watchdog device
+  // Seconds between the watchdog's deadline and the leader lease's expiry:
+  // PostgreSQL is stopped this long before another member may take over.
+  // Patroni's -1 (half the ttl) is resolved here, so this is >= 0.
+  int safety_margin = 5;
+};
+
 // `bootstrap:`
 struct BootstrapConfig {
   DcsConfig dcs;
@@ -104,6 +128,7 @@ struct Config {
   EtcdConfig etcd;
   BootstrapConfig bootstrap;
   PostgresqlConfig postgresql;
+  WatchdogConfig watchdog;
   std::map<std::string, std::string> tags;  // nofailover, noloadbalance, nosync, ...
   std::string log_level = "info";           // `log.level`, normalised: debug | info | warn | error
   // The raw `proxy:` section (nullptr when absent); its nodes keep their

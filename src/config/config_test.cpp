@@ -208,6 +208,9 @@ TEST_F(ConfigTest, DefaultsFillTheMinimalConfig) {
   EXPECT_EQ(c.bootstrap.dcs.maximum_lag_on_failover, 1048576u);
   EXPECT_FALSE(c.bootstrap.dcs.use_pg_rewind);
   EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.watchdog.mode, WatchdogMode::kAutomatic);  // Patroni's default
+  EXPECT_EQ(c.watchdog.device, "/dev/watchdog");
+  EXPECT_EQ(c.watchdog.safety_margin, 5);
 }
 
 TEST_F(ConfigTest, DataDirTrailingSlashDoesNotLeakIntoLogFile) {
@@ -564,6 +567,78 @@ TEST_F(ConfigTest, LogLevel) {
   EXPECT_EQ(Load(std::string(kMinimal) + "log:\n  level: debug\n").log_level, "debug");
   EXPECT_THAT(ErrorOf(std::string(kMinimal) + "log:\n  level: loud\n"),
               HasSubstr("cluster.yml:11: log.level: expected debug, info, warn or error"));
+}
+
+TEST_F(ConfigTest, WatchdogSectionAsPatroniWritesIt) {
+  const Config c = Load(std::string(kMinimal) +
+                        "watchdog:\n"
+                        "  mode: required\n"
+                        "  device: /dev/watchdog1\n"
+                        "  safety_margin: 10\n");
+  EXPECT_EQ(c.watchdog.mode, WatchdogMode::kRequired);
+  EXPECT_EQ(c.watchdog.device, "/dev/watchdog1");
+  EXPECT_EQ(c.watchdog.safety_margin, 10);
+  // `watchdog:` with nothing under it keeps the defaults.
+  EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n").watchdog.mode, WatchdogMode::kAutomatic);
+}
+
+TEST_F(ConfigTest, WatchdogModeSpellings) {
+  // YAML 1.1 reads a bare `off` as a boolean; Patroni accepts it, and so do we.
+  const std::pair<const char*, WatchdogMode> cases[] = {
+      {"off", WatchdogMode::kOff},
+      {"'off'", WatchdogMode::kOff},
+      {"false", WatchdogMode::kOff},
+      {"disabled", WatchdogMode::kOff},
+      {"automatic", WatchdogMode::kAutomatic},
+      {"Auto", WatchdogMode::kAutomatic},
+      {"required", WatchdogMode::kRequired},
+      {"REQUIRE", WatchdogMode::kRequired},
+  };
+  for (const auto& [text, mode] : cases) {
+    EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  mode: " + text + "\n").watchdog.mode, mode)
+        << text;
+  }
+  EXPECT_STREQ(WatchdogModeName(WatchdogMode::kOff), "off");
+  EXPECT_STREQ(WatchdogModeName(WatchdogMode::kAutomatic), "automatic");
+  EXPECT_STREQ(WatchdogModeName(WatchdogMode::kRequired), "required");
+  EXPECT_EQ(ParseWatchdogMode("sometimes"), std::nullopt);
+}
+
+TEST_F(ConfigTest, BadWatchdogValuesNameKeyAndLine) {
+  EXPECT_THAT(ProblemsOf(std::string(kMinimal) + "watchdog:\n"
+                                                 "  mode: sometimes\n"
+                                                 "  device: watchdog0\n"
+                                                 "  safety_margin: five\n"
+                                                 "  timeout: 10\n"),
+              ElementsAre("cluster.yml:11: watchdog.mode: expected off, automatic or required, "
+                          "got 'sometimes'",
+                          "cluster.yml:12: watchdog.device: must be an absolute path, got "
+                          "'watchdog0'",
+                          "cluster.yml:13: watchdog.safety_margin: expected an integer, got "
+                          "'five'",
+                          "unknown key 'watchdog.timeout' at cluster.yml:14"));
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog:\n  mode: [required]\n"),
+              HasSubstr("cluster.yml:11: watchdog.mode: expected off, automatic or required, "
+                        "got a list"));
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog: required\n"),
+              HasSubstr("cluster.yml:10: watchdog: expected a map, got 'required'"));
+}
+
+TEST_F(ConfigTest, WatchdogSafetyMarginMustLeaveALoopWait) {
+  // Patroni's -1: half the ttl.
+  EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  safety_margin: -1\n").watchdog.safety_margin,
+            15);
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog:\n  safety_margin: -2\n"),
+              HasSubstr("cluster.yml:11: watchdog.safety_margin: must be -1 (half the ttl) or at "
+                        "least 0 seconds, got -2"));
+  // ttl 30 - 20 = 10 is not more than loop_wait 10.
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog:\n  safety_margin: 20\n"),
+              HasSubstr("cluster.yml:11: watchdog.safety_margin: ttl - safety_margin (30 - 20) "
+                        "must be more than loop_wait (10)"));
+  EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  safety_margin: 19\n").watchdog.safety_margin,
+            19);
+  // Without a watchdog the margin is not used.
+  EXPECT_NO_THROW(Load(std::string(kMinimal) + "watchdog:\n  mode: off\n  safety_margin: 20\n"));
 }
 
 TEST_F(ConfigTest, SyntaxErrorHasLine) {
