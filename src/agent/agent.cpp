@@ -89,6 +89,7 @@ Agent::Agent(config::Config cfg, dcs::DcsPtr dcs, pg::PgControllerPtr pg, const 
 }
 
 Agent::~Agent() {
+  postmaster_watch_.Watch(-1);  // its thread calls back into this object
   if (long_action_.valid()) long_action_.wait();
 }
 
@@ -125,6 +126,33 @@ std::optional<TimePoint> Agent::FencingDeadline() const {
 void Agent::SetLeaseRenewedAt(std::optional<TimePoint> sent_at) {
   leader_renewed_at_ = sent_at;
   dcs_->SetRequestDeadline(FencingDeadline());
+  KickWatchdog(sent_at);
+}
+
+TimePoint WatchdogDeadline(TimePoint renewed, Millis ttl, Millis retry_timeout,
+                           Millis safety_margin) {
+  return renewed + ttl - std::min(safety_margin, retry_timeout);
+}
+
+void Agent::SetWatchdog(std::unique_ptr<WatchdogClient> watchdog, WatchdogOptions options) {
+  watchdog_ = std::move(watchdog);
+  watchdog_options_ = std::move(options);
+}
+
+void Agent::KickWatchdog(std::optional<TimePoint> sent_at) {
+  if (!watchdog_ || !watchdog_->active()) return;
+  const Millis margin = std::chrono::seconds(cfg_.watchdog.safety_margin);
+  auto kick = [&] {
+    return sent_at ? watchdog_->Arm(WatchdogDeadline(*sent_at, ha_.ttl, ha_.retry_timeout, margin))
+                   : watchdog_->Disarm();
+  };
+  Status st = kick();
+  if (st.ok()) return;
+  // It died or stopped reading: start another (it takes over the FIFO).
+  LOG_WARN(kComponent, "watchdog: " << st.message() << "; restarting it");
+  st = watchdog_->Start(watchdog_options_);
+  if (st.ok()) st = kick();
+  if (!st.ok()) LOG_ERROR(kComponent, "watchdog unusable: " << st.message());
 }
 
 void Agent::FenceIfPastDeadline() {
@@ -450,6 +478,10 @@ Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
       SetLeaseRenewedAt(std::nullopt);
       return pg_->Stop(pg::StopMode::kImmediate);
     case ActionType::kAcquireLeader: {
+      if (watchdog_options_.mode == config::WatchdogMode::kRequired &&
+          !(watchdog_ && watchdog_->active())) {
+        return Fatal("watchdog.mode is required and no watchdog runs: not taking the leader key");
+      }
       const TimePoint sent_at = clock_.Now();
       auto won = dcs_->AcquireLeader(cfg_.name);
       if (!won.ok()) return won.status();
@@ -670,6 +702,10 @@ void Agent::Shutdown() {
   }
   (void)dcs_->DeleteMember(cfg_.name);
   (void)dcs_->Close();
+  if (watchdog_ && st.ok()) {
+    Status wd = watchdog_->Stop();
+    if (!wd.ok()) LOG_WARN(kComponent, "stopping the watchdog: " << wd.message());
+  }
   LOG_INFO(kComponent, "agent stopped");
 }
 

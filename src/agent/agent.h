@@ -13,6 +13,7 @@
 
 #include "agent/node_status.h"
 #include "agent/postmaster_watch.h"
+#include "agent/watchdog.h"
 #include "common/clock.h"
 #include "config/config.h"
 #include "dcs/dcs.h"
@@ -32,6 +33,13 @@ class Agent {
   // gives up the leader key. Returns the process exit code (1 when the data
   // directory was refused).
   int Run(const std::atomic<bool>& stop);
+
+  // Gives the agent its watchdog, started by the caller with `options` (the
+  // agent starts it again with them if it dies), armed while this node
+  // leads. In mode required this node never takes the leader key without a
+  // running watchdog. Without a call (simulations) there is none. Call
+  // before Run().
+  void SetWatchdog(std::unique_ptr<WatchdogClient> watchdog, WatchdogOptions options);
 
   // A copy of the node's latest status, for the REST API.
   NodeStatus Snapshot() const;
@@ -86,6 +94,8 @@ class Agent {
   // Stops PostgreSQL (immediate) when the fencing deadline has passed: etcd
   // may still be hanging on the requests of this cycle, the lease may not.
   void FenceIfPastDeadline();
+  // Arms the watchdog for the lease renewed at `sent_at`, or disarms it.
+  void KickWatchdog(std::optional<TimePoint> sent_at);
   // Watch thread: the postmaster is gone; the REST API says so at once.
   void OnPostmasterExit(pid_t pid);
 
@@ -108,6 +118,8 @@ class Agent {
   pg::PgState last_pg_;  // last successful PostgreSQL observation
   bool last_pg_ok_ = false;
   PostmasterWatch postmaster_watch_{[this](pid_t pid) { OnPostmasterExit(pid); }};
+  std::unique_ptr<WatchdogClient> watchdog_;  // nullptr: none
+  WatchdogOptions watchdog_options_;
 
   mutable std::mutex mu_;
   NodeStatus snapshot_;                     // guarded by mu_
@@ -115,6 +127,12 @@ class Agent {
   Millis ha_ttl_{30000};                    // guarded by mu_
   Millis ha_loop_wait_{10000};              // guarded by mu_
 };
+
+// When the watchdog stops PostgreSQL after a renewal sent at `renewed`:
+// safety_margin before the lease expires, but never before the agent's own
+// fencing deadline (ttl - retry_timeout), which it meets first when it can.
+TimePoint WatchdogDeadline(TimePoint renewed, Millis ttl, Millis retry_timeout,
+                           Millis safety_margin);
 
 // The cluster's `config` key contents built from bootstrap.dcs.
 nlohmann::json DynamicConfigJson(const config::DcsConfig& dcs);

@@ -40,8 +40,8 @@ void PostmasterWatch::Watch(pid_t pid) {
       exited_ = true;
       on_exit_(pid);
     } else {
-      LOG_WARN("ha", "cannot watch postmaster pid " << pid << " (pidfd_open: "
-                                                    << std::strerror(errno)
+      LOG_WARN("ha", "cannot watch postmaster pid " << pid
+                                                    << " (pidfd_open: " << std::strerror(errno)
                                                     << "); its exit is seen at the next check");
     }
     return;

@@ -1,4 +1,5 @@
-// PostmasterWatch: learns of the postmaster's exit the moment it happens (a pidfd), not a loop later.
+// PostmasterWatch: learns of the postmaster's exit the moment it happens (a pidfd), not a loop
+// later.
 #pragma once
 
 #include <sys/types.h>

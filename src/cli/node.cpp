@@ -123,6 +123,33 @@ int NodeCommand(int argc, char** argv, int first) {
   SteadyClock clock;
   agent::Agent agent(cfg, std::move(dcs), std::move(pg), clock);
 
+  // The watchdog: a process of its own that stops PostgreSQL when this agent
+  // stops renewing the lease (frozen, killed, or starved), beside the data
+  // directory like PostgreSQL's log.
+  if (cfg.watchdog.mode != config::WatchdogMode::kOff) {
+    agent::WatchdogOptions wd;
+    wd.fifo_path = cfg.postgresql.data_dir + ".watchdog";
+    wd.pid_file = cfg.postgresql.data_dir + ".watchdog.pid";
+    wd.log_file = cfg.postgresql.data_dir + ".watchdog.log";
+    wd.data_dir = cfg.postgresql.data_dir;
+    wd.mode = cfg.watchdog.mode;
+    wd.device = cfg.watchdog.device;
+    auto client = std::make_unique<agent::WatchdogClient>();
+    Status started = client->Start(wd);
+    if (started.ok()) {
+      LOG_INFO("node", "watchdog pid " << client->pid() << " (mode "
+                                       << config::WatchdogModeName(wd.mode) << ", log "
+                                       << wd.log_file << ")");
+    } else if (wd.mode == config::WatchdogMode::kRequired) {
+      LOG_ERROR("node", "watchdog.mode is required but the watchdog does not run: "
+                            << started.message() << "; this member will not lead");
+    } else {
+      LOG_WARN("node", "the watchdog does not run: " << started.message()
+                                                     << "; a frozen agent cannot fence itself");
+    }
+    agent.SetWatchdog(std::move(client), std::move(wd));
+  }
+
   net::HttpServerOptions http;
   http.host = cfg.restapi.listen.host;
   http.port = cfg.restapi.listen.port;

@@ -39,8 +39,8 @@ TEST(ProcessTest, SpawnedChildInheritsNoDescriptorEither) {
   ::close(out);
   ProcessOptions opts;
   opts.log_file = tmpl;
-  const std::string check = "[ -e /proc/$$/fd/" + std::to_string(sock) +
-                            " ] && echo leaked || echo closed";
+  const std::string check =
+      "[ -e /proc/$$/fd/" + std::to_string(sock) + " ] && echo leaked || echo closed";
   auto pid = SpawnProcess({"/bin/sh", "-c", check}, opts);
   ::close(sock);
   ASSERT_TRUE(pid.ok()) << pid.status().message();

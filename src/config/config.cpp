@@ -899,9 +899,10 @@ void Loader::ValidateAndDefault() {
                    "), or the leader lease can expire while a healthy leader is still retrying");
   }
 
-  // watchdog.safety_margin: Patroni's -1 means half the ttl. The watchdog's
-  // deadline (ttl - safety_margin after a renewal) must leave room for the
-  // next HA cycle, or it would stop a healthy leader between two cycles.
+  // watchdog.safety_margin: Patroni's -1 means half the ttl. The agent arms
+  // the watchdog for max(ttl - safety_margin, ttl - retry_timeout) after a
+  // renewal: never before its own fencing deadline, which the timing check
+  // above keeps a loop_wait and a retry away.
   WatchdogConfig& wd = cfg_.watchdog;
   const std::string margin_key = "watchdog.safety_margin";
   if (!bad_keys_.count(margin_key)) {
@@ -911,13 +912,6 @@ void Loader::ValidateAndDefault() {
       AddProblem(where_[margin_key], margin_key,
                  "must be -1 (half the ttl) or at least 0 seconds, got " +
                      std::to_string(wd.safety_margin));
-    } else if (timing_ok && wd.mode != WatchdogMode::kOff &&
-               dcs.ttl - wd.safety_margin <= dcs.loop_wait) {
-      AddProblem(where_[margin_key], margin_key,
-                 "ttl - safety_margin (" + std::to_string(dcs.ttl) + " - " +
-                     std::to_string(wd.safety_margin) + ") must be more than loop_wait (" +
-                     std::to_string(dcs.loop_wait) +
-                     "), or the watchdog stops a healthy leader between two HA cycles");
     }
   }
 

@@ -624,21 +624,17 @@ TEST_F(ConfigTest, BadWatchdogValuesNameKeyAndLine) {
               HasSubstr("cluster.yml:10: watchdog: expected a map, got 'required'"));
 }
 
-TEST_F(ConfigTest, WatchdogSafetyMarginMustLeaveALoopWait) {
+TEST_F(ConfigTest, WatchdogSafetyMarginIsPatronis) {
   // Patroni's -1: half the ttl.
   EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  safety_margin: -1\n").watchdog.safety_margin,
             15);
   EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog:\n  safety_margin: -2\n"),
               HasSubstr("cluster.yml:11: watchdog.safety_margin: must be -1 (half the ttl) or at "
                         "least 0 seconds, got -2"));
-  // ttl 30 - 20 = 10 is not more than loop_wait 10.
-  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "watchdog:\n  safety_margin: 20\n"),
-              HasSubstr("cluster.yml:11: watchdog.safety_margin: ttl - safety_margin (30 - 20) "
-                        "must be more than loop_wait (10)"));
-  EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  safety_margin: 19\n").watchdog.safety_margin,
-            19);
-  // Without a watchdog the margin is not used.
-  EXPECT_NO_THROW(Load(std::string(kMinimal) + "watchdog:\n  mode: off\n  safety_margin: 20\n"));
+  // A margin wider than ttl - retry_timeout is cut there by the agent
+  // (WatchdogDeadline), so it is not an error.
+  EXPECT_EQ(Load(std::string(kMinimal) + "watchdog:\n  safety_margin: 20\n").watchdog.safety_margin,
+            20);
 }
 
 TEST_F(ConfigTest, SyntaxErrorHasLine) {

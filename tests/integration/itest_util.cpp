@@ -383,6 +383,9 @@ void LocalClusterGuard::KillLeftovers() const {
   std::vector<std::pair<std::string, std::string>> files;  // pid file, expected in cmdline
   files.emplace_back(dir_ + "/proxy.pid", "pgwarden");     // the proxy `up` starts
   for (const auto& n : Nodes()) files.emplace_back(dir_ + "/" + n + "/agent.pid", "pgwarden");
+  for (const auto& n : Nodes()) {  // each agent's watchdog
+    files.emplace_back(dir_ + "/" + n + "/data.watchdog.pid", "pgwarden");
+  }
   for (const auto& n : Nodes()) {
     files.emplace_back(dir_ + "/" + n + "/data/postmaster.pid", "postgres");
   }

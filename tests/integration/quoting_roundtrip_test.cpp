@@ -52,9 +52,9 @@ class QuotingRoundTripTest : public ::testing::Test {
       ASSERT_EQ(chown(data_.c_str(), pg_user->uid, pg_user->gid), 0);
       as_pg_.os_user = "postgres";
     }
-    ProcessResult initdb = RunCombined(
-        {std::string(kPgBin) + "/initdb", "-D", data_, "-U", "postgres", "-A", "trust"}, 120s,
-        as_pg_);
+    ProcessResult initdb =
+        RunCombined({std::string(kPgBin) + "/initdb", "-D", data_, "-U", "postgres", "-A", "trust"},
+                    120s, as_pg_);
     ASSERT_TRUE(initdb.ok()) << initdb.Describe();
   }
 
@@ -85,9 +85,8 @@ TEST_F(QuotingRoundTripTest, PostgresReadsBackRandomConfValuesAndConninfosInThem
       value = "host=127.0.0.1 password=" + pg::QuoteConninfoValue(value);
     }
     WriteDataFile("probe.conf", "pgwarden.probe = " + pg::QuoteConfValue(value) + "\n");
-    ProcessResult r =
-        RunCombined({std::string(kPgBin) + "/postgres", "-D", data_, "-C", "pgwarden.probe"}, 30s,
-                    as_pg_);
+    ProcessResult r = RunCombined(
+        {std::string(kPgBin) + "/postgres", "-D", data_, "-C", "pgwarden.probe"}, 30s, as_pg_);
     ASSERT_TRUE(r.ok()) << "value #" << i << " " << nlohmann::json(value).dump() << ": "
                         << r.Describe();
     EXPECT_EQ(r.output, value + "\n") << "value #" << i;
