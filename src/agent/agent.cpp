@@ -2,10 +2,13 @@
 #include "agent/agent.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <ctime>
 #include <thread>
 
 #include "common/log.h"
 #include "common/units.h"
+#include "net/http_client.h"
 
 namespace pgwarden::agent {
 namespace {
@@ -81,6 +84,19 @@ Agent::Agent(config::Config cfg, dcs::DcsPtr dcs, pg::PgControllerPtr pg, const 
   ha_.synchronous_mode = d.synchronous_mode;
   ha_.use_slots = d.use_slots;
   ha_.member_slots_ttl = std::chrono::seconds(d.member_slots_ttl);
+  ha_.maximum_lag_on_failover = d.maximum_lag_on_failover;
+  ha_.use_pg_rewind = d.use_pg_rewind;
+  auto tag = [&](const char* name) {
+    auto it = cfg_.tags.find(name);
+    return it == cfg_.tags.end() ? std::string() : it->second;
+  };
+  const std::string nofailover = tag("nofailover");
+  ha_.nofailover =
+      nofailover == "true" || nofailover == "on" || nofailover == "yes" || nofailover == "1";
+  if (const std::string p = tag("failover_priority"); !p.empty()) {
+    ha_.failover_priority = std::atoi(p.c_str());
+    if (ha_.failover_priority <= 0) ha_.nofailover = true;  // Patroni: 0 never promotes
+  }
   snapshot_.scope = cfg_.scope;
   snapshot_.name = cfg_.name;
   snapshot_.role = "uninitialized";
@@ -279,11 +295,17 @@ void Agent::ApplyDynamicConfig(const dcs::ClusterView& view) {
   if (c.contains("synchronous_mode") && c["synchronous_mode"].is_boolean()) {
     ha_.synchronous_mode = c["synchronous_mode"].get<bool>();
   }
+  if (c.contains("maximum_lag_on_failover") && c["maximum_lag_on_failover"].is_number_unsigned()) {
+    ha_.maximum_lag_on_failover = c["maximum_lag_on_failover"].get<uint64_t>();
+  }
   std::map<std::string, std::string> params;
   if (c.contains("postgresql") && c["postgresql"].is_object()) {
     const auto& p = c["postgresql"];
     if (p.contains("use_slots") && p["use_slots"].is_boolean()) {
       ha_.use_slots = p["use_slots"].get<bool>();
+    }
+    if (p.contains("use_pg_rewind") && p["use_pg_rewind"].is_boolean()) {
+      ha_.use_pg_rewind = p["use_pg_rewind"].get<bool>();
     }
     if (p.contains("parameters") && p["parameters"].is_object()) {
       for (const auto& [k, v] : p["parameters"].items()) {
@@ -328,6 +350,9 @@ ha::Observation Agent::Observe() {
     obs.dcs_error = view.status().message();
   }
   obs.member_last_seen = member_last_seen_;
+  if (obs.dcs_ok && obs.cluster.HasLeader() && obs.cluster.leader->name == rewind_target_) {
+    obs.rewind_failure = rewind_failure_;
+  }
 
   if (in_progress_ != ha::LongAction::kNone) return obs;
 
@@ -358,6 +383,7 @@ ha::Observation Agent::Observe() {
       local.in_recovery = last_pg_.in_recovery;
       local.timeline = last_pg_.timeline;
       local.wal_lsn = last_pg_.wal_lsn;
+      local.receive_lsn = last_pg_.receive_lsn;
       local.replay_lsn = last_pg_.replay_lsn;
       for (const auto& s : last_pg_.slots) local.slots.insert(s.name);
       for (const auto& r : last_pg_.replication) {
@@ -373,7 +399,51 @@ ha::Observation Agent::Observe() {
     }
   }
   local.following = FollowedMember(obs.cluster);
+  if (obs.dcs_ok && !obs.cluster.HasLeader() && local.pg_ready && local.in_recovery) {
+    obs.peers = AskPeers(obs.cluster);
+  }
   return obs;
+}
+
+ha::PeerPosition ParsePeerStatus(const nlohmann::json& j) {
+  ha::PeerPosition p;
+  if (!j.is_object()) return p;
+  p.reachable = true;
+  p.pg_running = j.value("state", "") == "running";
+  p.in_recovery = j.value("role", "") != "primary" && j.value("role", "") != "master";
+  if (j.contains("xlog") && j["xlog"].is_object()) {
+    const auto& x = j["xlog"];
+    auto lsn = [&](const char* key) {
+      return x.contains(key) && x[key].is_number_unsigned() ? Lsn(x[key].get<uint64_t>()) : Lsn();
+    };
+    p.wal_position = p.in_recovery ? std::max(lsn("received_location"), lsn("replayed_location"))
+                                   : lsn("location");
+  }
+  return p;
+}
+
+std::map<std::string, ha::PeerPosition> Agent::AskPeers(const dcs::ClusterView& view) {
+  std::map<std::string, ha::PeerPosition> out;
+  net::HttpClient http;
+  const auto timeout =
+      std::min<std::chrono::milliseconds>(std::chrono::seconds(1), ha_.retry_timeout);
+  for (const auto& [name, m] : view.members) {
+    if (name == cfg_.name) continue;
+    ha::PeerPosition& p = out[name];
+    auto scheme = m.api_url.find("://");
+    if (scheme == std::string::npos) continue;
+    std::string rest = m.api_url.substr(scheme + 3);
+    std::string endpoint = rest.substr(0, rest.find('/'));
+    auto r = http.Get(endpoint, "/patroni", timeout);
+    if (!r.ok() || r->status != 200) {
+      LOG_DEBUG(kComponent,
+                "member " << name << " does not answer: "
+                          << (r.ok() ? "HTTP " + std::to_string(r->status) : r.status().message()));
+      continue;
+    }
+    p = ParsePeerStatus(nlohmann::json::parse(r->body, nullptr, false));
+  }
+  return out;
 }
 
 std::string Agent::FollowedMember(const dcs::ClusterView& view) const {
@@ -470,7 +540,17 @@ Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
     }
     case ActionType::kPromote:
       PGW_RETURN_IF_ERROR(pg_->Promote());
+      RecordPromotion(obs);
       return pg_->WriteConfig(std::nullopt, synchronous_standby_names_);
+    case ActionType::kRewind: {
+      auto from = TargetFor(a.target, obs.cluster);
+      if (!from) return NotFound("leader " + a.target + " has no usable conn_url");
+      auto target = *from;
+      rewind_target_ = a.target;
+      rewind_failure_.clear();
+      StartLongAction(ha::LongAction::kRewind, [this, target] { return RewindAndFollow(target); });
+      return Status::Ok();
+    }
     case ActionType::kStopPostgres:
       SetLeaseRenewedAt(std::nullopt);
       return pg_->Stop(pg::StopMode::kFast);
@@ -529,6 +609,7 @@ Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
       nlohmann::json retain = nlohmann::json::array();
       for (const auto& s : ha::WantedSlots(obs, ha_)) retain.push_back(s);
       return dcs_->WriteStatus({{"optime", obs.local.wal_lsn.value()},
+                                {"leader", cfg_.name},
                                 {"slots", slots},
                                 {"retain_slots", retain},
                                 {"pgwarden_format", dcs::kMemberFormatVersion}});
@@ -569,10 +650,12 @@ void Agent::FinishLongAction() {
     }
     return;
   }
+  const char* what = kind == ha::LongAction::kRewind ? "rewind" : "replica creation";
+  if (kind == ha::LongAction::kRewind && !st.ok()) rewind_failure_ = st.message();
   if (st.ok())
-    LOG_INFO(kComponent, "replica creation finished");
+    LOG_INFO(kComponent, what << " finished");
   else
-    LOG_ERROR(kComponent, "replica creation failed: " << st.message());
+    LOG_ERROR(kComponent, what << " failed: " << st.message());
 }
 
 // Runs on the long-action thread: PostgreSQL work only (the loop thread owns the Dcs).
@@ -601,6 +684,31 @@ Status Agent::FinishBootstrap() {
   return Status::Ok();
 }
 
+// Long-action thread: PostgreSQL work only.
+Status Agent::RewindAndFollow(const pg::StandbyTarget& from) {
+  PGW_RETURN_IF_ERROR(pg_->Rewind(from));
+  PGW_RETURN_IF_ERROR(pg_->WriteConfig(from, ""));
+  return pg_->Start();
+}
+
+void Agent::RecordPromotion(const ha::Observation& obs) {
+  auto st = pg_->Observe();
+  const int timeline = st.ok() ? st->timeline : obs.local.timeline + 1;
+  nlohmann::json history = obs.cluster.history && obs.cluster.history->is_array()
+                               ? *obs.cluster.history
+                               : nlohmann::json::array();
+  char when[64];
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S+00:00", std::gmtime(&now));
+  // Patroni's shape: [old timeline, switch LSN, reason, time, new leader].
+  history.push_back({timeline - 1, ha::CandidatePosition(obs.local).value(),
+                     "no recovery target specified", when, cfg_.name});
+  Status w = dcs_->WriteHistory(history);
+  if (!w.ok())
+    LOG_WARN(kComponent, "cannot record the timeline switch in history: " << w.message());
+  LOG_INFO(kComponent, "promoted: timeline " << timeline - 1 << " -> " << timeline);
+}
+
 Status Agent::CreateReplica(const pg::StandbyTarget& from) {
   Status st = pg_->BaseBackup(from);
   if (!st.ok()) return st;
@@ -623,6 +731,9 @@ void Agent::PublishMember(const ha::Observation& obs) {
   } else if (in_progress_ == ha::LongAction::kBaseBackup) {
     m.role = "uninitialized";
     m.state = "creating replica";
+  } else if (in_progress_ == ha::LongAction::kRewind) {
+    m.role = "replica";
+    m.state = "rewinding";
   } else if (!local.pg_running) {
     m.role = local.data_dir == ha::DataDir::kEmpty ? "uninitialized"
                                                    : (local.standby_signal ? "replica" : "primary");
@@ -663,6 +774,7 @@ void Agent::UpdateSnapshot(const ha::Observation& obs, const ha::Decision& decis
   if (in_progress_ != ha::LongAction::kNone) {
     s.role = "uninitialized";
     s.state = in_progress_ == ha::LongAction::kBootstrap ? "initializing new cluster"
+              : in_progress_ == ha::LongAction::kRewind  ? "rewinding"
                                                          : "creating replica";
   } else if (!s.pg_running) {
     s.state = obs.local.pg_running ? "starting" : "stopped";

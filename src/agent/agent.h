@@ -78,6 +78,11 @@ class Agent {
   Status Bootstrap();
   Status FinishBootstrap();
   Status CreateReplica(const pg::StandbyTarget& from);
+  Status RewindAndFollow(const pg::StandbyTarget& from);
+  // During an election: what every other member's REST API says.
+  std::map<std::string, ha::PeerPosition> AskPeers(const dcs::ClusterView& view);
+  // Appends the timeline switch of our promotion to `history`.
+  void RecordPromotion(const ha::Observation& obs);
   std::optional<pg::StandbyTarget> TargetFor(const std::string& member,
                                              const dcs::ClusterView& view) const;
   std::string FollowedMember(const dcs::ClusterView& view) const;
@@ -114,6 +119,8 @@ class Agent {
   std::string last_reason_;
   std::string topology_;  // signature of the last view that ran a cycle
   ha::LongAction in_progress_ = ha::LongAction::kNone;
+  std::string rewind_target_;   // leader of the running / last rewind
+  std::string rewind_failure_;  // why the last rewind against rewind_target_ failed
   std::future<Status> long_action_;
   pg::PgState last_pg_;  // last successful PostgreSQL observation
   bool last_pg_ok_ = false;
@@ -133,6 +140,9 @@ class Agent {
 // fencing deadline (ttl - retry_timeout), which it meets first when it can.
 TimePoint WatchdogDeadline(TimePoint renewed, Millis ttl, Millis retry_timeout,
                            Millis safety_margin);
+
+// A member's GET /patroni answer as a failover candidate's position.
+ha::PeerPosition ParsePeerStatus(const nlohmann::json& j);
 
 // The cluster's `config` key contents built from bootstrap.dcs.
 nlohmann::json DynamicConfigJson(const config::DcsConfig& dcs);

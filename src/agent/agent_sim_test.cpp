@@ -166,6 +166,19 @@ class FakePgController final : public pg::PgController {
     LogLocked("base_backup from " + src->name_);
     return Status::Ok();
   }
+  // A rewind takes the source's timeline and position, as pg_rewind does.
+  Status Rewind(const pg::StandbyTarget& from) override {
+    std::lock_guard lock(world_.mu);
+    if (running_) return InvalidArgument("rewind: running");
+    FakePgController* src = world_.ByPortLocked(from.port);
+    if (src == nullptr || !src->running_) {
+      return PgUnavailable("rewind: nobody runs on port " + std::to_string(from.port));
+    }
+    timeline_ = src->timeline_;
+    wal_ = src->wal_;
+    LogLocked("rewind from " + src->name_);
+    return Status::Ok();
+  }
   Status WriteConfig(const std::optional<pg::StandbyTarget>& follow,
                      const std::string& synchronous_standby_names) override {
     std::lock_guard lock(world_.mu);
@@ -529,6 +542,7 @@ class Sim {
     d.retry_timeout = opts_.retry_timeout;
     d.synchronous_mode = opts_.synchronous_mode;
     d.member_slots_ttl = opts_.member_slots_ttl;
+    d.use_pg_rewind = true;
 
     auto node = std::make_unique<Node>();
     node->name = name;
@@ -583,6 +597,7 @@ class Sim {
     for (auto& n : nodes_) {
       if (n->cycling) Cycle(*n);
     }
+    FireWatchdogs();
     ClientWrites();
     clock_.Advance(step);
   }
@@ -619,6 +634,19 @@ class Sim {
   }
 
   // The member every server that accepts writes gets one commit from a client.
+  // The watchdog process beside each node (tested for real in
+  // tests/integration/watchdog_test.cpp): armed at every renewal for
+  // WatchdogDeadline(), it stops the PostgreSQL of an agent that stopped
+  // cycling (frozen, killed) before its lease can expire.
+  void FireWatchdogs() {
+    for (auto& n : nodes_) {
+      if (n->cycling || !n->last_renew || !n->pg->Writable()) continue;
+      const TimePoint deadline = WatchdogDeadline(*n->last_renew, seconds(opts_.ttl),
+                                                  seconds(opts_.retry_timeout), seconds(5));
+      if (clock_.Now() >= deadline) (void)n->pg->Stop(pg::StopMode::kImmediate);
+    }
+  }
+
   void ClientWrites() {
     for (auto& n : nodes_) {
       if (!n->pg->Write()) continue;
@@ -711,7 +739,8 @@ class Sim {
   // The agent's last cycle left a bootstrap or base backup running.
   static bool InLongAction(const Node& n) {
     const std::string state = n.agent->Snapshot().state;
-    return state == "initializing new cluster" || state == "creating replica";
+    return state == "initializing new cluster" || state == "creating replica" ||
+           state == "rewinding";
   }
 
   void RunOne(Node& n) {
@@ -837,76 +866,50 @@ TEST_F(AgentSimTest, BootstrapOfThreeGivesOnePrimaryTwoStandbysOneSystemIdentifi
   ExpectSafe(sim);
 }
 
-TEST_F(AgentSimTest, LeaderAgentStopsCyclingStandbysWaitAndItReacquiresOnReturn) {
+TEST_F(AgentSimTest, FrozenLeaderIsFencedByItsWatchdogAStandbyTakesOverAndItRejoins) {
   Sim sim({});
   const std::string leader = BootstrapThree(sim);
   ASSERT_FALSE(leader.empty()) << sim.History();
   ASSERT_TRUE(sim.node(leader).last_renew.has_value());
 
-  // The leader's agent hangs; its PostgreSQL keeps running as primary.
-  Sim::Node& crashed = sim.node(leader);
-  crashed.cycling = false;
-  const TimePoint frozen_at = sim.Now();
-  const TimePoint lease_deadline = *crashed.last_renew + seconds(30);
-  bool key_gone = false;
-  long key_gone_at = -1;
-  for (int i = 0; i < 45; ++i) {
+  // The leader's agent hangs; its PostgreSQL runs on until the watchdog.
+  Sim::Node& frozen = sim.node(leader);
+  frozen.cycling = false;
+  const TimePoint lease_deadline = *frozen.last_renew + seconds(30);
+  std::optional<long> pg_stopped_at, key_gone_at;
+  std::string successor;
+  for (int i = 0; i < 50 && successor.empty(); ++i) {
     sim.Round();
-    if (!key_gone && sim.LeaseHolder().empty()) {
-      key_gone = true;
-      key_gone_at = sim.NowS();
-    }
+    if (!pg_stopped_at && !frozen.pg->Get().running) pg_stopped_at = sim.NowS();
+    if (!key_gone_at && sim.LeaseHolder() != leader) key_gone_at = sim.NowS();
     if (sim.Now() < lease_deadline) {
       EXPECT_EQ(sim.LeaseHolder(), leader) << "the lease outlives the agent for ttl";
     }
+    if (!sim.LeaseHolder().empty() && sim.LeaseHolder() != leader) successor = sim.LeaseHolder();
   }
-  ASSERT_TRUE(key_gone) << "the lease expired in the store";
-  EXPECT_LE(key_gone_at, sim.ToS(lease_deadline) + 1);
-  for (const auto& n : sim.nodes()) {
-    if (n->name == leader) continue;
-    // No automatic failover yet: the standbys wait, still standbys.
-    auto v = n->pg->Get();
-    EXPECT_TRUE(v.running && v.in_recovery) << n->name;
-    EXPECT_THAT(n->reason, HasSubstr("no leader: waiting for one")) << n->name;
-    std::cout << "[ decisions ] " << n->name << " while " << leader << " hangs:\n";
-    for (const auto& [t, r] : n->reasons) {
-      if (t >= sim.ToS(frozen_at)) {
-        std::cout << "    t=" << t << "s " << r << "\n";
-      }
-    }
-  }
-  // Known limitation, not a decide() bug: without a watchdog, PostgreSQL of a
-  // hung agent keeps accepting writes after its lease expired. The window is
-  // from the expiry to the agent's first cycle back.
-  const long back_at = sim.NowS();
-  for (const auto& w : sim.lease_less_writes()) {
-    EXPECT_EQ(w.member, leader) << w;
-    EXPECT_GE(w.at_s, key_gone_at) << w;
-    EXPECT_LE(w.at_s, back_at) << w;
-  }
+  ASSERT_TRUE(pg_stopped_at.has_value()) << sim.History();
+  ASSERT_TRUE(key_gone_at.has_value()) << sim.History();
+  EXPECT_LT(*pg_stopped_at, *key_gone_at) << "stopped before the lease expired";
+  ASSERT_FALSE(successor.empty()) << "no standby took over\n" << sim.History();
+  std::cout << "[ schedule  ] frozen at t=" << sim.ToS(*frozen.last_renew) << "s (last renewal), "
+            << "PostgreSQL stopped t=" << *pg_stopped_at << "s, lease expired t=" << *key_gone_at
+            << "s, " << successor << " leads from t=" << sim.NowS() << "s\n";
+  EXPECT_THAT(sim.node(successor).reason, HasSubstr("leader"));
+  EXPECT_THAT(sim.lease_less_writes(), ::testing::IsEmpty());
 
-  // The agent comes back past its fencing deadline: it stops PostgreSQL
-  // before anything else (the lease may be gone), then, as nobody took the
-  // key, takes it again and starts as primary; it never runs on without it.
-  crashed.cycling = true;
-  sim.Cycle(crashed);
-  std::cout << "[ decisions ] " << leader << " back: " << crashed.reason << "\n";
-  EXPECT_THAT(crashed.reason, HasSubstr("demoting"));
-  EXPECT_FALSE(crashed.pg->Writable()) << crashed.reason;
-  sim.Cycle(crashed);
-  std::cout << "[ decisions ] " << leader << " then: " << crashed.reason << "\n";
-  EXPECT_TRUE(sim.LeaseHolder() == leader || !crashed.pg->Writable()) << crashed.reason;
-  EXPECT_THAT(crashed.reason, HasSubstr("taking the leader key and starting as primary"));
-  bool fenced_on_return = false;
-  for (const auto& e : sim.Events()) {
-    fenced_on_return |= e.member == leader && e.what == "stop(immediate)";
-  }
-  EXPECT_TRUE(fenced_on_return) << sim.History();
-  const size_t before = sim.lease_less_writes().size();
-  for (int i = 0; i < 15; ++i) sim.Round();
-  EXPECT_EQ(sim.lease_less_writes().size(), before) << "writes only while holding the lease";
-  EXPECT_EQ(sim.LeaseHolder(), leader);
+  // The agent comes back: its lease is gone, another leads: it rewinds and
+  // follows the new leader; the third member follows it too.
+  frozen.cycling = true;
+  for (int i = 0; i < 20 && !sim.Converged(); ++i) sim.Round();
   EXPECT_TRUE(sim.Converged()) << sim.History();
+  EXPECT_EQ(sim.LeaseHolder(), successor);
+  auto v = frozen.pg->Get();
+  EXPECT_TRUE(v.running && v.in_recovery) << frozen.reason;
+  EXPECT_EQ(v.upstream, successor);
+  bool rewound = false;
+  for (const auto& e : sim.Events())
+    rewound |= e.member == leader && e.what.rfind("rewind", 0) == 0;
+  EXPECT_TRUE(rewound) << sim.History();
   ExpectSafe(sim);
 }
 
@@ -965,16 +968,19 @@ TEST_F(AgentSimTest, PartitionedLeaderFencesItselfBeforeItsLeaseExpires) {
                      r.find("lease is about to expire") != std::string::npos;
   }
   EXPECT_TRUE(said_demoting) << sim.History();
-  // The others never became primary; the lease expired in the store.
-  EXPECT_EQ(sim.LeaseHolder(), "");
+  // The lease expired in the store and a standby took over, only after the
+  // old primary had stopped.
+  const std::string successor = sim.LeaseHolder();
+  EXPECT_NE(successor, leader);
+  EXPECT_FALSE(successor.empty()) << sim.History();
   EXPECT_THAT(sim.lease_less_writes(), ::testing::IsEmpty());
 
-  // The partition heals: the most recent primary takes the key back and
-  // starts; the standbys follow it again.
+  // The partition heals: the old primary rewinds and follows the new leader.
   l.dcs->SetReachable(true);
   EXPECT_TRUE(sim.RunUntil([&] { return sim.Converged(); }, 20)) << sim.History();
-  EXPECT_EQ(sim.Primaries(), std::vector<std::string>{leader});
-  EXPECT_EQ(sim.LeaseHolder(), leader);
+  EXPECT_EQ(sim.Primaries(), std::vector<std::string>{successor});
+  EXPECT_EQ(sim.LeaseHolder(), successor);
+  EXPECT_EQ(l.pg->Get().upstream, successor);
   EXPECT_THAT(sim.lease_less_writes(), ::testing::IsEmpty());
   ExpectSafe(sim);
 }

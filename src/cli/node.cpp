@@ -47,6 +47,7 @@ pg::PgSettings SettingsFrom(const config::Config& cfg) {
   s.listen = cfg.postgresql.listen;
   s.superuser = cfg.postgresql.superuser;
   s.replication = cfg.postgresql.replication;
+  s.rewind = cfg.postgresql.rewind;
   s.initdb_args = cfg.bootstrap.initdb_args;
   s.parameters = cfg.bootstrap.dcs.parameters;
   for (const auto& [k, v] : cfg.postgresql.parameters) s.parameters[k] = v;

@@ -589,6 +589,10 @@ bool StopNode(const LocalCluster& lc, const std::string& node, const config::Con
     std::printf("stopping the PostgreSQL of %s (pid %d) left by its agent\n", node.c_str(), *pg);
     ok = StopProcess(*pg, SIGINT, std::chrono::seconds(120)) && ok;
   }
+  // An agent stops its watchdog on the way out; one that died leaves it.
+  if (auto wd = LivePid(ncfg.postgresql.data_dir + ".watchdog.pid", "pgwarden")) {
+    ok = StopProcess(*wd, SIGTERM, std::chrono::seconds(10)) && ok;
+  }
   fs::remove(lc.AgentPidFile(node));
   return ok;
 }

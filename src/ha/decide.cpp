@@ -120,7 +120,83 @@ Decision LeaderSteadyState(const Observation& obs, const HaConfig& cfg) {
              std::move(actions));
 }
 
+int FailoverPriority(const dcs::Member& m) {
+  auto it = m.tags.find("failover_priority");
+  if (it == m.tags.end()) return 1;
+  try {
+    return std::stoi(it->second);
+  } catch (...) {
+    return 1;
+  }
+}
+
+// The leader key is gone and this member is a healthy standby: may it lead?
+// (Safety rule 3.) It must be allowed to (nofailover, the sync standby in
+// synchronous mode), close enough to the leader's last published position,
+// and ahead of every other candidate that answers, ties going to the higher
+// failover_priority, then the smaller name.
+Decision ElectionOfAStandby(const Observation& obs, const HaConfig& cfg) {
+  const dcs::ClusterView& cluster = obs.cluster;
+  if (cfg.nofailover) return Say("no leader: waiting for one (this member is tagged nofailover)");
+  const Lsn mine = CandidatePosition(obs.local);
+  const bool sync_recorded =
+      cfg.synchronous_mode && cluster.sync && !cluster.sync->sync_standby.empty();
+  if (sync_recorded && cluster.sync->sync_standby != cfg.name) {
+    return Say("no leader: waiting; in synchronous mode only the synchronous standby " +
+               cluster.sync->sync_standby + " may be promoted");
+  }
+  if (cluster.last_leader_optime.valid() && cluster.last_leader_optime > mine &&
+      cluster.last_leader_optime.BytesAfter(mine) > cfg.maximum_lag_on_failover) {
+    return Say("no leader: not a candidate, " +
+               std::to_string(cluster.last_leader_optime.BytesAfter(mine)) +
+               " bytes behind the leader's last position " + cluster.last_leader_optime.ToString() +
+               " (maximum_lag_on_failover " + std::to_string(cfg.maximum_lag_on_failover) + ")");
+  }
+  // The member that led last (status.leader), back and starting with the
+  // data of the primary: it takes its key again, nobody needs to fail over.
+  const std::string former =
+      cluster.status && cluster.status->is_object() ? cluster.status->value("leader", "") : "";
+  if (!former.empty() && former != cfg.name) {
+    const dcs::Member* m = cluster.FindMember(former);
+    auto peer = obs.peers.find(former);
+    if (m != nullptr && m->role == "primary" && peer != obs.peers.end() && peer->second.reachable) {
+      return Say("no leader: waiting for former leader " + former +
+                 ", which is back, to take its key");
+    }
+  }
+  if (!sync_recorded) {
+    const dcs::Member* me = cluster.FindMember(cfg.name);
+    const int my_priority = me ? FailoverPriority(*me) : cfg.failover_priority;
+    for (const auto& [name, m] : cluster.members) {
+      if (name == cfg.name || TagTrue(m, "nofailover") || FailoverPriority(m) <= 0) continue;
+      auto it = obs.peers.find(name);
+      if (it == obs.peers.end() || !it->second.reachable) continue;  // silence is no veto
+      const PeerPosition& p = it->second;
+      if (p.pg_running && !p.in_recovery) {
+        return Say("no leader: waiting for " + name + ", which runs as primary, to take the key");
+      }
+      if (!p.pg_running) continue;
+      const bool ahead =
+          p.wal_position > mine ||
+          (p.wal_position == mine && (FailoverPriority(m) > my_priority ||
+                                      (FailoverPriority(m) == my_priority && name < cfg.name)));
+      if (ahead) {
+        return Say("no leader: " + name + " is the better candidate (at " +
+                   p.wal_position.ToString() + ", this member at " + mine.ToString() +
+                   "); waiting for it to take over");
+      }
+    }
+  }
+  return Say("no leader: promoting, this member is the most advanced healthy standby (at " +
+                 mine.ToString() + ")",
+             {Do(ActionType::kAcquireLeader), Do(ActionType::kPromote)});
+}
+
 }  // namespace
+
+Lsn CandidatePosition(const LocalState& local) {
+  return std::max(local.receive_lsn, local.replay_lsn);
+}
 
 const char* ActionName(ActionType type) {
   switch (type) {
@@ -156,6 +232,8 @@ const char* ActionName(ActionType type) {
       return "write_status";
     case ActionType::kRefuse:
       return "refuse";
+    case ActionType::kRewind:
+      return "rewind";
   }
   return "?";
 }
@@ -227,6 +305,10 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
   if (obs.in_progress == LongAction::kBootstrap) return Say("bootstrap in progress");
   if (obs.in_progress == LongAction::kBaseBackup) {
     return Say("creating a replica from leader " +
+               (cluster.HasLeader() ? cluster.leader->name : std::string("?")));
+  }
+  if (obs.in_progress == LongAction::kRewind) {
+    return Say("rewinding this former primary to rejoin leader " +
                (cluster.HasLeader() ? cluster.leader->name : std::string("?")));
   }
 
@@ -323,6 +405,23 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
       return Say("starting as primary: this member holds the leader key",
                  {Do(ActionType::kRenewLeader), Do(ActionType::kStartPrimary)});
     }
+    if (have_leader && !local.standby_signal) {
+      // A former primary: its timeline may have gone past the point where
+      // the leader's began. Safety: never stream onto a diverged history.
+      if (cfg.use_pg_rewind && !obs.rewind_failure.empty()) {
+        return Say("staying stopped: pg_rewind against leader " + leader + " failed (" +
+                   obs.rewind_failure +
+                   "); re-create this member (empty its data directory) to rejoin");
+      }
+      if (cfg.use_pg_rewind) {
+        return Say(
+            "rejoining leader " + leader + " as a standby: pg_rewind of this former primary first",
+            {Do(ActionType::kRewind, leader)});
+      }
+      return Say("staying stopped: this former primary may have diverged from leader " + leader +
+                 " and use_pg_rewind is off; re-create it (empty its data directory) or turn "
+                 "use_pg_rewind on");
+    }
     if (have_leader) {
       return Say("starting as a standby of leader " + leader,
                  {Do(ActionType::kStartStandby, leader)});
@@ -354,7 +453,7 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
       return Say("no leader: acquiring the leader key as the running primary",
                  {Do(ActionType::kAcquireLeader)});
     }
-    return Say("no leader: waiting for one (this member is a standby)");
+    return ElectionOfAStandby(obs, cfg);
   }
 
   // 10. Someone else leads.

@@ -24,6 +24,10 @@ struct HaConfig {
   bool use_slots = true;
   Millis member_slots_ttl{1800 * 1000};  // keep a departed member's slot this long
   bool nosync = false;                   // tag: never a synchronous standby (self)
+  bool nofailover = false;               // tag: never promoted (self)
+  int failover_priority = 1;             // tag: breaks a tie of positions, higher first (self)
+  uint64_t maximum_lag_on_failover = 1048576;  // bytes behind status.optime a candidate may be
+  bool use_pg_rewind = false;                  // rewind a former primary to rejoin
 };
 
 // What is in the local data directory.
@@ -51,6 +55,7 @@ struct LocalState {
   bool in_recovery = false;
   int timeline = 0;
   Lsn wal_lsn;
+  Lsn receive_lsn;  // standby: last WAL flushed from the primary
   Lsn replay_lsn;
   std::string following;                // member whose host:port primary_conninfo names ("" none)
   std::set<std::string> slots;          // physical slots on this server
@@ -63,6 +68,15 @@ enum class LongAction {
   kNone,        // nothing running
   kBootstrap,   // initdb + first start as primary
   kBaseBackup,  // pg_basebackup from the leader
+  kRewind,      // pg_rewind of a former primary against the leader, then start as its standby
+};
+
+// What another member's REST API said this cycle (asked only during an election).
+struct PeerPosition {
+  bool reachable = false;   // it answered
+  bool in_recovery = true;  // it runs as a standby (false: a primary)
+  bool pg_running = false;  // its PostgreSQL runs
+  Lsn wal_position;         // standby: max(received, replayed); primary: current WAL
 };
 
 // Everything decide() looks at: an immutable snapshot.
@@ -81,6 +95,10 @@ struct Observation {
   std::set<std::string> leader_slots;
   // Slots pgwarden created for members (`status.retain_slots`): the only ones it drops.
   std::set<std::string> member_slots;
+  // Why the last pg_rewind against the current leader failed ("": it did not).
+  std::string rewind_failure;
+  // Without a leader: every other member's answer (or silence), by name.
+  std::map<std::string, PeerPosition> peers;
 };
 
 // One step the executor takes.
@@ -101,6 +119,7 @@ enum class ActionType {
   kWriteSync,        // sync key: leader = us, sync_standby = `target`
   kWriteStatus,      // status key: optime and slots
   kRefuse,           // the data directory is not ours: stay stopped, say why
+  kRewind,           // long action kRewind against leader `target`
 };
 
 struct Action {
@@ -127,6 +146,10 @@ std::set<std::string> WantedSlots(const Observation& obs, const HaConfig& cfg);
 
 // Slot name PostgreSQL accepts for a member: lower case, [a-z0-9_] only.
 std::string SlotNameForMember(const std::string& member);
+
+// This node's WAL position as a failover candidate: a standby will replay
+// all it received, so the larger of received and replayed.
+Lsn CandidatePosition(const LocalState& local);
 
 // Parses "FIRST 1 (a, "b")" / "ANY 1 (a)" / "a, b" into member names.
 std::vector<std::string> ParseSyncStandbyNames(const std::string& value);

@@ -159,6 +159,20 @@ class Obs {
     obs_.cluster.sync = dcs::SyncKey{leader, standby, 9};
     return *this;
   }
+  // Another member's REST answer during an election.
+  Obs& Peer(const std::string& name, uint64_t lsn, bool in_recovery = true) {
+    obs_.peers[name] = PeerPosition{true, in_recovery, true, Lsn(lsn)};
+    return *this;
+  }
+  Obs& At(uint64_t receive_lsn) {
+    obs_.local.receive_lsn = Lsn(receive_lsn);
+    obs_.local.replay_lsn = Lsn(receive_lsn);
+    return *this;
+  }
+  Obs& Optime(uint64_t lsn) {
+    obs_.cluster.last_leader_optime = Lsn(lsn);
+    return *this;
+  }
   Obs& With(const std::function<void(Observation&)>& f) {
     f(obs_);
     return *this;
@@ -186,6 +200,16 @@ HaConfig SyncConfig() {
 HaConfig NoSlotsConfig() {
   HaConfig c = Config();
   c.use_slots = false;
+  return c;
+}
+HaConfig RewindConfig() {
+  HaConfig c = Config();
+  c.use_pg_rewind = true;
+  return c;
+}
+HaConfig NoFailoverConfig() {
+  HaConfig c = Config();
+  c.nofailover = true;
   return c;
 }
 HaConfig NamedConfig(const std::string& name) {
@@ -365,10 +389,29 @@ std::vector<Case> StoppedCases() {
        Obs().Member("node2").Leader("node2").StandbySignal(),
        {A(ActionType::kStartStandby, "node2")},
        {"standby of leader node2"}},
-      {"StoppedOldPrimaryWithOtherLeaderStartsStandby",
+      {"StoppedOldPrimaryWithOtherLeaderStaysStoppedWithoutRewind",
        Obs().Member("node2").Leader("node2"),
+       {},
+       {"staying stopped", "may have diverged", "use_pg_rewind is off"}},
+      {"StoppedOldPrimaryWithOtherLeaderRewindsFirst",
+       Obs().Member("node2").Leader("node2"),
+       {A(ActionType::kRewind, "node2")},
+       {"rejoining leader node2", "pg_rewind"},
+       RewindConfig()},
+      {"StoppedOldPrimaryWhoseRewindFailedStaysStopped",
+       Obs().Member("node2").Leader("node2").With(
+           [](Observation& o) { o.rewind_failure = "pg_rewind failed: exited with 1"; }),
+       {},
+       {"staying stopped", "pg_rewind against leader node2 failed", "exited with 1"},
+       RewindConfig()},
+      {"StoppedStandbyWithOtherLeaderStartsStandby",
+       Obs().Member("node2").Leader("node2").StandbySignal(),
        {A(ActionType::kStartStandby, "node2")},
        {"standby of leader node2"}},
+      {"RewindInProgressWaits",
+       Obs().Member("node2").Leader("node2").InProgress(LongAction::kRewind),
+       {},
+       {"rewinding", "node2"}},
       {"StoppedNoLeaderFormerPrimaryAcquiresThenStarts",
        Obs().Member("node2"),
        {kAcquire, kStartPrimary},
@@ -399,10 +442,82 @@ std::vector<Case> RunningCases() {
        Obs().Member("node2").Primary(),
        {kAcquire},
        {"no leader", "acquiring"}},
-      {"NoLeaderRunningReplicaWaits",
-       Obs().Member("node2").Replica("node2"),
+      {"NoLeaderMostAdvancedReplicaPromotes",
+       Obs().Member("node2").Member("node3").Replica("node2").At(0x3000).Optime(0x3000).Peer(
+           "node3", 0x2000),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"no leader", "promoting", "most advanced"}},
+      {"NoLeaderReplicaBehindAnotherWaits",
+       Obs().Member("node2").Member("node3").Replica("node2").At(0x2000).Peer("node3", 0x3000),
        {},
-       {"no leader", "waiting"}},
+       {"no leader", "node3 is the better candidate", "waiting"}},
+      {"NoLeaderTieGoesToTheSmallerName",
+       Obs().Member("node0").Replica("node0").At(0x3000).Peer("node0", 0x3000),
+       {},
+       {"node0 is the better candidate"}},
+      {"NoLeaderTieAgainstALargerNamePromotes",
+       Obs().Member("node9").Replica("node9").At(0x3000).Peer("node9", 0x3000),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"promoting"}},
+      {"NoLeaderSilentPeerIsNoVeto",
+       Obs().Member("node0").Replica("node0").At(0x3000),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"promoting"}},
+      {"NoLeaderNofailoverPeerIsNoCandidate",
+       Obs()
+           .Member("node3")
+           .Replica("node3")
+           .At(0x2000)
+           .Peer("node3", 0x9000)
+           .With([](Observation& o) { o.cluster.members["node3"].tags["nofailover"] = "true"; }),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"promoting"}},
+      {"NoLeaderTooFarBehindIsNoCandidate",
+       Obs().Member("node2").Replica("node2").At(0x1000).Optime(0x1000 + 1048577),
+       {},
+       {"not a candidate", "1048577 bytes behind", "maximum_lag_on_failover"}},
+      {"NoLeaderJustWithinMaximumLagPromotes",
+       Obs().Member("node2").Replica("node2").At(0x1000).Optime(0x1000 + 1048576),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"promoting"}},
+      {"NoLeaderNofailoverWaits",
+       Obs().Member("node2").Replica("node2").At(0x3000),
+       {},
+       {"no leader", "nofailover"},
+       NoFailoverConfig()},
+      {"NoLeaderRunningPrimaryPeerWillTakeTheKey",
+       Obs().Member("node2").Replica("node2").At(0x3000).Peer("node2", 0x3000, false),
+       {},
+       {"node2, which runs as primary"}},
+      {"NoLeaderSyncModeOnlyTheSyncStandbyPromotes",
+       Obs().Member("node2").Member("node3").Replica("node2").At(0x9000).SyncKey("node2", "node3"),
+       {},
+       {"only the synchronous standby node3 may be promoted"},
+       SyncConfig()},
+      {"NoLeaderSyncModeTheSyncStandbyPromotesEvenIfBehind",
+       Obs()
+           .Member("node2")
+           .Member("node3")
+           .Replica("node2")
+           .At(0x1000)
+           .SyncKey("node2", kMe)
+           .Peer("node3", 0x9000),
+       {A(ActionType::kAcquireLeader), A(ActionType::kPromote)},
+       {"promoting"},
+       SyncConfig()},
+      {"NoLeaderFormerLeaderBackWaitsForIt",
+       Obs()
+           .Member("node2")
+           .Replica("node2")
+           .At(0x3000)
+           .Peer("node2", 0x3000)
+           .With([](Observation& o) {
+             o.cluster.status = nlohmann::json{{"leader", "node2"}};
+             o.cluster.members["node2"].role = "primary";
+             o.peers["node2"].pg_running = false;
+           }),
+       {},
+       {"waiting for former leader node2"}},
       {"OtherLeaderRunningPrimaryStops",
        Obs().Member("node2").Leader("node2").Primary(),
        {kStop},

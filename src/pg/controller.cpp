@@ -178,6 +178,52 @@ class PgControllerImpl final : public PgController {
     return c.Exec(sql);
   }
 
+  Status Rewind(const StandbyTarget& from) override {
+    if (IsRunning()) return InvalidArgument("pg_rewind needs PostgreSQL stopped");
+    PGW_RETURN_IF_ERROR(EnsureCleanShutdown());
+    const config::RoleAuth& role = s_.rewind.username.empty() ? s_.superuser : s_.rewind;
+    std::string source =
+        "host=" + QuoteConninfoValue(from.host) + " port=" + std::to_string(from.port) +
+        " user=" + QuoteConninfoValue(role.username) +
+        " dbname=postgres application_name=" + QuoteConninfoValue(s_.member_name + "-rewind");
+    std::vector<std::string> argv = {
+        Bin("pg_rewind"), "--target-pgdata", s_.data_dir, "--source-server", source, "--progress"};
+    ProcessOptions opts = Opts();
+    if (!role.password.empty()) opts.env.push_back("PGPASSWORD=" + role.password);
+    opts.env.push_back("PGCONNECT_TIMEOUT=10");
+    LOG_INFO(kComponent, "pg_rewind from " << from.host << ":" << from.port);
+    auto r = RunProcess(argv, opts, kToolTimeout);
+    if (!r.ok()) return r.status();
+    if (!r->ok()) return PgUnavailable("pg_rewind failed: " + r->Describe());
+    const bool needed = r->output.find("no rewind required") == std::string::npos;
+    LOG_INFO(kComponent, (needed ? "pg_rewind done: this member now follows the leader's history"
+                                 : "pg_rewind: no rewind required"));
+    return Status::Ok();
+  }
+
+  // A crashed data directory (kill -9, immediate shutdown) goes through crash
+  // recovery before pg_rewind. Not pg_rewind's own: its end-of-recovery
+  // checkpoint may recycle the WAL that pg_rewind then needs to find the
+  // last common checkpoint; with archive_mode on and an archive_command
+  // that fails, every segment stays (what Patroni does too).
+  Status EnsureCleanShutdown() {
+    auto control = RunProcess({Bin("pg_controldata"), "-D", s_.data_dir}, Opts(), kToolTimeout);
+    if (!control.ok()) return control.status();
+    if (!control->ok()) return PgUnavailable("pg_controldata failed: " + control->Describe());
+    const std::string& out = control->output;
+    auto at = out.find("Database cluster state:");
+    if (at == std::string::npos) return PgUnavailable("pg_controldata shows no cluster state");
+    std::string state = out.substr(at, out.find('\n', at) - at);
+    if (state.find("shut down") != std::string::npos) return Status::Ok();
+    LOG_INFO(kComponent, "crash recovery in single-user mode before pg_rewind (" << state << ")");
+    auto r = RunProcess({Bin("postgres"), "--single", "-F", "-D", s_.data_dir, "-c",
+                         "archive_mode=on", "-c", "archive_command=false", "template1"},
+                        Opts(), kToolTimeout);
+    if (!r.ok()) return r.status();
+    if (!r->ok()) return PgUnavailable("crash recovery before pg_rewind failed: " + r->Describe());
+    return Status::Ok();
+  }
+
   Status BaseBackup(const StandbyTarget& from) override {
     PGW_RETURN_IF_ERROR(PrepareEmptyDataDir());
     std::string conninfo = "host=" + QuoteConninfoValue(from.host) +
@@ -212,6 +258,7 @@ class PgControllerImpl final : public PgController {
 
   Status WriteConfig(const std::optional<StandbyTarget>& follow,
                      const std::string& synchronous_standby_names) override {
+    PGW_RETURN_IF_ERROR(EnsureSocketDir());
     std::ostringstream conf;
     conf << "# Written by pgwarden at every start and configuration change: do not edit.\n"
          << "# Set parameters in bootstrap.dcs.postgresql.parameters or postgresql.parameters\n"
@@ -466,9 +513,23 @@ SELECT pg_is_in_recovery(),
   // The unix socket lives in the data directory (reachable by its owner and
   // root only, which is what makes `local trust` safe), unless the path is too
   // long for a socket address.
+  // Beside the data directory, not in it: pg_rewind and pg_basebackup copy
+  // the data directory's files and stumble over a socket there.
   std::string SocketDir() const {
-    if (s_.data_dir.size() + 20 < 100) return s_.data_dir;
+    if (s_.data_dir.size() + 25 < 100) return s_.data_dir + ".sock";
     return "/tmp";
+  }
+
+  Status EnsureSocketDir() const {
+    if (socket_dir_ == "/tmp") return Status::Ok();
+    std::error_code ec;
+    fs::create_directories(socket_dir_, ec);
+    if (ec) return IoError("cannot create " + socket_dir_ + ": " + ec.message());
+    ::chmod(socket_dir_.c_str(), 0700);
+    if (!run_as_.empty() && ::chown(socket_dir_.c_str(), uid_, gid_) != 0) {
+      return IoError("cannot chown " + socket_dir_ + ": " + std::strerror(errno));
+    }
+    return Status::Ok();
   }
 
   Result<ConnectionPtr> Connect() const {
@@ -476,10 +537,13 @@ SELECT pg_is_in_recovery(),
                      " port=" + std::to_string(s_.listen.port) +
                      " user=" + QuoteConninfoValue(s_.superuser.username) +
                      " dbname=postgres application_name=pgwarden";
-    if (socket_dir_ == "/tmp") {
-      ci = SuperuserConninfo("127.0.0.1", s_.listen.port, s_.superuser);
+    if (socket_dir_ != "/tmp") {
+      auto c = Connection::Open(ci, std::chrono::seconds(3));
+      if (c.ok()) return c;
     }
-    return Connection::Open(ci, std::chrono::seconds(3));
+    // A postmaster started by an older pgwarden listens in the data directory.
+    return Connection::Open(SuperuserConninfo("127.0.0.1", s_.listen.port, s_.superuser),
+                            std::chrono::seconds(3));
   }
 
   Result<Connection*> SharedConnection() {

@@ -29,6 +29,7 @@ struct PgSettings {
   config::HostPort listen;
   config::RoleAuth superuser;
   config::RoleAuth replication;
+  config::RoleAuth rewind;  // pg_rewind's role; empty username: the superuser
   std::vector<std::string> initdb_args;
   std::map<std::string, std::string> parameters;  // dcs parameters overlaid with local ones
   std::vector<std::string> pg_hba;                // extra lines, before ours
@@ -118,6 +119,10 @@ class PgController {
   virtual Status ClearDataDir() = 0;
   // pg_basebackup -X stream from `from` into an empty data_dir.
   virtual Status BaseBackup(const StandbyTarget& from) = 0;
+  // pg_rewind of this (stopped) data directory onto the history of `from`,
+  // so it can follow it; pg_rewind runs crash recovery first when the server
+  // was not shut down cleanly. REQUIRES: PostgreSQL is stopped.
+  virtual Status Rewind(const StandbyTarget& from) = 0;
   // Writes postgresql.conf and pg_hba.conf; standby.signal when `follow` is set.
   virtual Status WriteConfig(const std::optional<StandbyTarget>& follow,
                              const std::string& synchronous_standby_names) = 0;

@@ -42,9 +42,7 @@ class AgentFailuresTest : public ::testing::Test {
     ASSERT_EQ(up.exit_code, 0) << up.Describe() << cluster_.Logs();
     node_ = cluster_.Node("node1");
   }
-  pid_t Postmaster() const {
-    return ReadPidFile(cluster_.dir() + "/node1/data/postmaster.pid");
-  }
+  pid_t Postmaster() const { return ReadPidFile(cluster_.dir() + "/node1/data/postmaster.pid"); }
   bool Writable() {
     auto v = QueryValue(node_.pg_conninfo + " connect_timeout=2", "SELECT pg_is_in_recovery()");
     return v.ok() && *v == "f";
@@ -87,7 +85,8 @@ TEST_F(AgentFailuresTest, KilledAgentLeavesItsPortFreeAndTheNextOneAdoptsPostgre
   EXPECT_NE(cluster_.AgentPid("node1"), agent);
   EXPECT_TRUE(WaitFor([&] { return HttpStatus(node_.rest, "/primary") == 200; }, 30s))
       << cluster_.Logs();
-  EXPECT_EQ(Postmaster(), postmaster) << "the new agent restarted PostgreSQL instead of adopting it";
+  EXPECT_EQ(Postmaster(), postmaster)
+      << "the new agent restarted PostgreSQL instead of adopting it";
   EXPECT_TRUE(Writable());
 }
 
@@ -107,9 +106,10 @@ TEST_F(AgentFailuresTest, DeadPostmasterIsReportedWithinASecondAndRestartedAtOnc
     if (primary_off && Postmaster() != postmaster && Writable()) back = Since(killed);
     std::this_thread::sleep_for(20ms);
   }
-  std::printf("[ measured  ] /primary off after %.3f s, /health off after %.3f s, writable again "
-              "after %.3f s\n",
-              primary_off.value_or(-1), health_off.value_or(-1), back.value_or(-1));
+  std::printf(
+      "[ measured  ] /primary off after %.3f s, /health off after %.3f s, writable again "
+      "after %.3f s\n",
+      primary_off.value_or(-1), health_off.value_or(-1), back.value_or(-1));
   ASSERT_TRUE(primary_off.has_value()) << cluster_.Logs();
   ASSERT_TRUE(health_off.has_value());
   EXPECT_LE(*primary_off, 1.0);
@@ -176,9 +176,10 @@ TEST_F(AgentFailuresTest, FrozenLeaderAgentIsFencedByTheWatchdogBeforeItsLeaseEx
     }
     std::this_thread::sleep_for(50ms);
   }
-  std::printf("[ measured  ] agent frozen: last successful query %.2f s, PostgreSQL stopped "
-              "%.2f s, leader key expired %.2f s after the freeze\n",
-              last_write.value_or(-1), pg_gone.value_or(-1), key_gone.value_or(-1));
+  std::printf(
+      "[ measured  ] agent frozen: last successful query %.2f s, PostgreSQL stopped "
+      "%.2f s, leader key expired %.2f s after the freeze\n",
+      last_write.value_or(-1), pg_gone.value_or(-1), key_gone.value_or(-1));
   ASSERT_TRUE(pg_gone.has_value()) << "PostgreSQL ran on for 45 s\n" << cluster_.Logs();
   ASSERT_TRUE(key_gone.has_value()) << "the leader key outlived a frozen agent by 45 s";
   EXPECT_LT(*pg_gone, *key_gone) << "PostgreSQL took writes after its lease expired";
