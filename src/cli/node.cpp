@@ -24,8 +24,11 @@ constexpr const char* kNodeHelp = R"(usage: pgwarden node -c FILE [--validate-co
 
 Runs the agent for one PostgreSQL server: bootstraps it (initdb, or a base
 backup from the leader), runs PostgreSQL as its child, holds or follows the
-leader lease in etcd, keeps replication slots and synchronous replication,
-and serves the Patroni-compatible REST API on restapi.listen.
+leader lease in etcd, promotes the best standby when the leader's lease
+expires, rejoins a former primary with pg_rewind, keeps replication slots
+and synchronous replication, and serves the Patroni-compatible REST API on
+restapi.listen. Unless watchdog.mode is off it starts `pgwarden watchdog`,
+which stops PostgreSQL if this agent stops renewing the lease.
 
 options:
   -c, --config FILE    the YAML configuration (Patroni's shape)
