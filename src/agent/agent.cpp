@@ -1,7 +1,13 @@
 // The HA loop: observe local PostgreSQL and the cluster, decide, act; publish what it sees.
 #include "agent/agent.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <thread>
@@ -70,6 +76,7 @@ nlohmann::json DynamicConfigJson(const config::DcsConfig& d) {
       {"maximum_lag_on_failover", d.maximum_lag_on_failover},
       {"synchronous_mode", d.synchronous_mode},
       {"member_slots_ttl", d.member_slots_ttl},
+      {"confirmed_death_checks", d.confirmed_death_checks},
       {"postgresql",
        {{"use_pg_rewind", d.use_pg_rewind}, {"use_slots", d.use_slots}, {"parameters", params}}}};
 }
@@ -85,6 +92,7 @@ Agent::Agent(config::Config cfg, dcs::DcsPtr dcs, pg::PgControllerPtr pg, const 
   ha_.use_slots = d.use_slots;
   ha_.member_slots_ttl = std::chrono::seconds(d.member_slots_ttl);
   ha_.maximum_lag_on_failover = d.maximum_lag_on_failover;
+  ha_.confirmed_death_checks = d.confirmed_death_checks;
   ha_.use_pg_rewind = d.use_pg_rewind;
   auto tag = [&](const char* name) {
     auto it = cfg_.tags.find(name);
@@ -210,6 +218,7 @@ Agent::CycleResult Agent::RunCycle() {
   // new setting shows in pg_stat_replication.
   CycleResult r;
   r.next_in = changed ? std::min<Millis>(ha_.loop_wait, std::chrono::seconds(1)) : ha_.loop_wait;
+  if (leader_refusals_ > 0) r.next_in = std::min<Millis>(r.next_in, std::chrono::seconds(1));
   if (auto deadline = FencingDeadline()) {
     // A leader looks again no later than its fencing deadline (safety rule
     // 2), not a whole loop_wait later.
@@ -248,8 +257,14 @@ void Agent::WaitForNextCycle(const std::atomic<bool>& stop, int64_t revision, Mi
     }
     if (!*changed) {
       if (clock_.Now() - positions_at >= std::chrono::seconds(1)) {
+        const bool streamed = last_pg_ok_ && last_pg_.wal_receiver_status == "streaming";
         RefreshPositions();
         positions_at = clock_.Now();
+        // The WAL stream broke: look at the leader now, not a loop_wait later.
+        if (streamed && last_pg_.in_recovery && last_pg_.wal_receiver_status != "streaming" &&
+            ha_.confirmed_death_checks > 0) {
+          return;
+        }
       }
       continue;
     }
@@ -294,6 +309,10 @@ void Agent::ApplyDynamicConfig(const dcs::ClusterView& view) {
   seconds("member_slots_ttl", ha_.member_slots_ttl);
   if (c.contains("synchronous_mode") && c["synchronous_mode"].is_boolean()) {
     ha_.synchronous_mode = c["synchronous_mode"].get<bool>();
+  }
+  if (c.contains("confirmed_death_checks") && c["confirmed_death_checks"].is_number_integer() &&
+      c["confirmed_death_checks"].get<int64_t>() >= 0) {
+    ha_.confirmed_death_checks = static_cast<int>(c["confirmed_death_checks"].get<int64_t>());
   }
   if (c.contains("maximum_lag_on_failover") && c["maximum_lag_on_failover"].is_number_unsigned()) {
     ha_.maximum_lag_on_failover = c["maximum_lag_on_failover"].get<uint64_t>();
@@ -402,7 +421,68 @@ ha::Observation Agent::Observe() {
   if (obs.dcs_ok && !obs.cluster.HasLeader() && local.pg_ready && local.in_recovery) {
     obs.peers = AskPeers(obs.cluster);
   }
+  CheckLeaderDeath(obs);
   return obs;
+}
+
+PortProbe ProbePort(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
+    return PortProbe::kNoAnswer;
+  }
+  PortProbe out = PortProbe::kNoAnswer;
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
+    if (rc == 0) {
+      out = PortProbe::kAccepted;
+    } else if (errno == ECONNREFUSED) {
+      out = PortProbe::kRefused;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        out = err == 0 ? PortProbe::kAccepted
+                       : (err == ECONNREFUSED ? PortProbe::kRefused : PortProbe::kNoAnswer);
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return out;
+}
+
+void Agent::CheckLeaderDeath(ha::Observation& obs) {
+  const ha::LocalState& local = obs.local;
+  const bool applies = ha_.confirmed_death_checks > 0 && obs.dcs_ok && obs.cluster.HasLeader() &&
+                       obs.cluster.leader->name != cfg_.name && local.pg_ready &&
+                       local.in_recovery && last_pg_.wal_receiver_status != "streaming";
+  const dcs::Member* m = applies ? obs.cluster.FindMember(obs.cluster.leader->name) : nullptr;
+  auto pg = m ? config::HostPortOfUrl(m->conn_url) : std::nullopt;
+  auto rest = m ? config::HostPortOfUrl(m->api_url) : std::nullopt;
+  if (!pg || !rest) {
+    leader_refusals_ = 0;
+    return;
+  }
+  if (obs.cluster.leader->mod_revision != refusals_revision_) {
+    leader_refusals_ = 0;
+    refusals_revision_ = obs.cluster.leader->mod_revision;
+  }
+  // Only a refusal counts: a timeout may be a partition, behind which the
+  // leader may still take writes.
+  const auto timeout = std::chrono::milliseconds(500);
+  const bool dead = ProbePort(pg->host, pg->port, timeout) == PortProbe::kRefused &&
+                    ProbePort(rest->host, rest->port, timeout) == PortProbe::kRefused;
+  leader_refusals_ = dead ? leader_refusals_ + 1 : 0;
+  obs.leader_refusals = leader_refusals_;
+  if (dead) {
+    LOG_INFO(kComponent, "leader " << m->name << ": PostgreSQL and REST ports refuse ("
+                                   << leader_refusals_ << "/" << ha_.confirmed_death_checks << ")");
+  }
 }
 
 ha::PeerPosition ParsePeerStatus(const nlohmann::json& j) {
@@ -542,6 +622,14 @@ Status Agent::ExecuteOne(const ha::Action& a, const ha::Observation& obs) {
       PGW_RETURN_IF_ERROR(pg_->Promote());
       RecordPromotion(obs);
       return pg_->WriteConfig(std::nullopt, synchronous_standby_names_);
+    case ActionType::kDeleteLeader: {
+      if (!obs.cluster.leader) return Status::Ok();
+      Status st = dcs_->DeleteLeaderAt(obs.cluster.leader->mod_revision);
+      if (st.ok())
+        LOG_WARN(kComponent, "deleted the leader key of " << a.target << ", confirmed dead");
+      leader_refusals_ = 0;
+      return st;
+    }
     case ActionType::kRewind: {
       auto from = TargetFor(a.target, obs.cluster);
       if (!from) return NotFound("leader " + a.target + " has no usable conn_url");

@@ -79,6 +79,9 @@ class Agent {
   Status FinishBootstrap();
   Status CreateReplica(const pg::StandbyTarget& from);
   Status RewindAndFollow(const pg::StandbyTarget& from);
+  // With the WAL stream down: do the leader's PostgreSQL and REST ports both
+  // refuse connections? Counts Observation::leader_refusals.
+  void CheckLeaderDeath(ha::Observation& obs);
   // During an election: what every other member's REST API says.
   std::map<std::string, ha::PeerPosition> AskPeers(const dcs::ClusterView& view);
   // Appends the timeline switch of our promotion to `history`.
@@ -119,8 +122,10 @@ class Agent {
   std::string last_reason_;
   std::string topology_;  // signature of the last view that ran a cycle
   ha::LongAction in_progress_ = ha::LongAction::kNone;
-  std::string rewind_target_;   // leader of the running / last rewind
-  std::string rewind_failure_;  // why the last rewind against rewind_target_ failed
+  int leader_refusals_ = 0;        // see Observation::leader_refusals
+  int64_t refusals_revision_ = 0;  // of the leader key they are about
+  std::string rewind_target_;      // leader of the running / last rewind
+  std::string rewind_failure_;     // why the last rewind against rewind_target_ failed
   std::future<Status> long_action_;
   pg::PgState last_pg_;  // last successful PostgreSQL observation
   bool last_pg_ok_ = false;
@@ -140,6 +145,14 @@ class Agent {
 // fencing deadline (ttl - retry_timeout), which it meets first when it can.
 TimePoint WatchdogDeadline(TimePoint renewed, Millis ttl, Millis retry_timeout,
                            Millis safety_margin);
+
+// What a TCP connect to host:port within `timeout` met.
+enum class PortProbe {
+  kAccepted,  // something listens
+  kRefused,   // RST: nothing listens (the host is up)
+  kNoAnswer,  // timeout, unreachable, unresolvable: proves nothing
+};
+PortProbe ProbePort(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
 
 // A member's GET /patroni answer as a failover candidate's position.
 ha::PeerPosition ParsePeerStatus(const nlohmann::json& j);

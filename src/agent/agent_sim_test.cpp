@@ -420,6 +420,7 @@ class SlowFailingDcs final : public dcs::Dcs {
   }
   Result<bool> RenewLeader(const std::string& n) override { return Lag(inner_->RenewLeader(n)); }
   Status ReleaseLeader(const std::string& n) override { return Lag(inner_->ReleaseLeader(n)); }
+  Status DeleteLeaderAt(int64_t rev) override { return Lag(inner_->DeleteLeaderAt(rev)); }
   Status PublishMember(const dcs::Member& m) override { return Lag(inner_->PublishMember(m)); }
   Status DeleteMember(const std::string& n) override { return Lag(inner_->DeleteMember(n)); }
   Result<bool> InitializeConfig(const nlohmann::json& c) override {
@@ -543,6 +544,10 @@ class Sim {
     d.synchronous_mode = opts_.synchronous_mode;
     d.member_slots_ttl = opts_.member_slots_ttl;
     d.use_pg_rewind = true;
+    // The confirmed-death probe connects to real ports, where nothing of the
+    // simulation listens: every leader would look dead. It is tested on real
+    // clusters (failover_test) and its rule in decide_test.
+    d.confirmed_death_checks = 0;
 
     auto node = std::make_unique<Node>();
     node->name = name;

@@ -497,6 +497,13 @@ void Loader::ParseDcs(const YAML::Node& v, const std::string& path, const std::s
               }
             } else if (key == "synchronous_mode") {
               ReadBool(value, p, w, &dcs.synchronous_mode);
+            } else if (key == "confirmed_death_checks") {
+              ReadInt(value, p, w, &dcs.confirmed_death_checks);
+              if (dcs.confirmed_death_checks < 0) {
+                Bad(w, p,
+                    "must be 0 (off) or a number of checks, got " +
+                        std::to_string(dcs.confirmed_death_checks));
+              }
             } else if (key == "member_slots_ttl") {
               where_[p] = w;
               std::optional<std::chrono::milliseconds> d;

@@ -58,6 +58,10 @@ struct DcsConfig {
   bool use_pg_rewind = false;                  // `postgresql.use_pg_rewind`
   bool use_slots = true;        // `postgresql.use_slots`: one physical slot per member
   int member_slots_ttl = 1800;  // seconds a departed member's slot is kept
+  // Checks (a second apart) in which both the leader's PostgreSQL and REST
+  // ports must refuse connections before a standby deletes its key without
+  // waiting out the ttl; 0: never (wait for the lease). See docs/failover.md.
+  int confirmed_death_checks = 3;
   std::map<std::string, std::string> parameters;  // `postgresql.parameters`
 };
 

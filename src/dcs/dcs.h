@@ -98,6 +98,10 @@ class Dcs {
   virtual Result<bool> RenewLeader(const std::string& name) = 0;
   // Deletes `leader` only if it holds `name`.
   virtual Status ReleaseLeader(const std::string& name) = 0;
+  // Deletes `leader` only if its last write is still the one at
+  // `mod_revision`: a standby that confirmed the holder dead. Conflict when
+  // the key changed (renewals do not change it) or is gone.
+  virtual Status DeleteLeaderAt(int64_t mod_revision) = 0;
 
   // Writes `members/<name>` on our lease (keeping the lease alive).
   virtual Status PublishMember(const Member& member) = 0;

@@ -203,6 +203,15 @@ Status KvDcs::ReleaseLeader(const std::string& name) {
   return r.status();
 }
 
+Status KvDcs::DeleteLeaderAt(int64_t mod_revision) {
+  const std::string key = Key(kLeaderKey);
+  auto r = store_.Txn({{Compare::ModRevisionIs(key, mod_revision)}, {TxnOp::Delete(key)}, {}});
+  if (!r.ok()) return r.status();
+  if (!r->succeeded)
+    return Conflict("the leader key changed since revision " + std::to_string(mod_revision));
+  return Status::Ok();
+}
+
 Status KvDcs::PublishMember(const Member& member) {
   auto alive = RefreshLease();
   if (!alive.ok()) return alive.status();

@@ -45,6 +45,7 @@ class KvDcs : public Dcs {
   Result<bool> AcquireLeader(const std::string& name) override;
   Result<bool> RenewLeader(const std::string& name) override;
   Status ReleaseLeader(const std::string& name) override;
+  Status DeleteLeaderAt(int64_t mod_revision) override;
   Status PublishMember(const Member& member) override;
   Status DeleteMember(const std::string& name) override;
   Result<bool> InitializeConfig(const nlohmann::json& config) override;

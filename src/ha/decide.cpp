@@ -234,6 +234,8 @@ const char* ActionName(ActionType type) {
       return "refuse";
     case ActionType::kRewind:
       return "rewind";
+    case ActionType::kDeleteLeader:
+      return "delete_leader";
   }
   return "?";
 }
@@ -460,6 +462,12 @@ Decision Decide(const Observation& obs, const HaConfig& cfg) {
   if (!local.in_recovery) {
     return Say("demoting: " + leader + " holds the leader key and this member runs as primary",
                {Do(ActionType::kStopPostgres)});
+  }
+  if (cfg.confirmed_death_checks > 0 && obs.leader_refusals >= cfg.confirmed_death_checks) {
+    return Say("leader " + leader + " confirmed dead: its PostgreSQL and REST ports refused " +
+                   std::to_string(obs.leader_refusals) +
+                   " checks in a row while the WAL stream was down; deleting its leader key",
+               {Do(ActionType::kDeleteLeader, leader)});
   }
   if (local.following != leader) {
     return Say("following new leader " + leader +

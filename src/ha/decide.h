@@ -28,6 +28,7 @@ struct HaConfig {
   int failover_priority = 1;             // tag: breaks a tie of positions, higher first (self)
   uint64_t maximum_lag_on_failover = 1048576;  // bytes behind status.optime a candidate may be
   bool use_pg_rewind = false;                  // rewind a former primary to rejoin
+  int confirmed_death_checks = 3;              // 0: only lease expiry ends a leader
 };
 
 // What is in the local data directory.
@@ -95,6 +96,10 @@ struct Observation {
   std::set<std::string> leader_slots;
   // Slots pgwarden created for members (`status.retain_slots`): the only ones it drops.
   std::set<std::string> member_slots;
+  // Consecutive checks, with our WAL stream down, in which the leader's
+  // PostgreSQL and REST ports both refused a connection (RST; a timeout
+  // resets the count): the leader's node is confirmed dead.
+  int leader_refusals = 0;
   // Why the last pg_rewind against the current leader failed ("": it did not).
   std::string rewind_failure;
   // Without a leader: every other member's answer (or silence), by name.
@@ -120,6 +125,7 @@ enum class ActionType {
   kWriteStatus,      // status key: optime and slots
   kRefuse,           // the data directory is not ours: stay stopped, say why
   kRewind,           // long action kRewind against leader `target`
+  kDeleteLeader,     // delete the leader key of a confirmed-dead leader (CAS on its revision)
 };
 
 struct Action {

@@ -404,6 +404,26 @@ std::vector<Case> StoppedCases() {
        {},
        {"staying stopped", "pg_rewind against leader node2 failed", "exited with 1"},
        RewindConfig()},
+      {"ConfirmedDeadLeaderKeyIsDeleted",
+       Obs().Member("node2").Leader("node2").Replica("node2").With(
+           [](Observation& o) { o.leader_refusals = 3; }),
+       {A(ActionType::kDeleteLeader, "node2")},
+       {"leader node2 confirmed dead", "refused 3 checks"}},
+      {"TwoRefusalsAreNotYetDeath",
+       Obs().Member("node2").Leader("node2").Replica("node2").With(
+           [](Observation& o) { o.leader_refusals = 2; }),
+       {},
+       {"following leader node2"}},
+      {"ConfirmedDeathOffWaitsForTheLease",
+       Obs().Member("node2").Leader("node2").Replica("node2").With(
+           [](Observation& o) { o.leader_refusals = 50; }),
+       {},
+       {"following leader node2"},
+       [] {
+         HaConfig c = Config();
+         c.confirmed_death_checks = 0;
+         return c;
+       }()},
       {"StoppedStandbyWithOtherLeaderStartsStandby",
        Obs().Member("node2").Leader("node2").StandbySignal(),
        {A(ActionType::kStartStandby, "node2")},
