@@ -35,14 +35,34 @@ std::string AbsoluteDir(const std::string& dir) {
   return (ec ? fs::path(dir) : p).lexically_normal().string();
 }
 
-std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& expect) {
+std::optional<pid_t> LivePid(const std::string& pid_file,
+                             const std::vector<std::string>& expect_all) {
   std::ifstream in(pid_file);
   pid_t pid = 0;
   if (!(in >> pid) || pid <= 0 || !ProcessAlive(pid)) return std::nullopt;
   std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
   std::string all((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-  if (all.find(expect) == std::string::npos) return std::nullopt;
+  for (const auto& expect : expect_all) {
+    if (all.find(expect) == std::string::npos) return std::nullopt;
+  }
   return pid;
+}
+
+std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& expect) {
+  return LivePid(pid_file, std::vector<std::string>{expect});
+}
+
+// The arguments are NUL-separated in /proc/<pid>/cmdline; the file's path is
+// matched by its tail so that D reached through a symlink still matches.
+std::optional<pid_t> LocalCluster::LiveAgent(const std::string& node) const {
+  return LivePid(
+      AgentPidFile(node),
+      std::vector<std::string>{"pgwarden", std::string("\0node\0", 6), "/" + node + "/node.yml"});
+}
+
+std::optional<pid_t> LocalCluster::LiveProxy() const {
+  return LivePid(ProxyPidFile(),
+                 std::vector<std::string>{"pgwarden", std::string("\0proxy\0", 7), "/cluster.yml"});
 }
 
 config::Config LoadClientConfig(const std::optional<std::string>& config_file,

@@ -27,10 +27,18 @@ struct LocalCluster {
   std::string NodeFile(const std::string& node) const { return NodeDir(node) + "/node.yml"; }
   std::string AgentPidFile(const std::string& node) const { return NodeDir(node) + "/agent.pid"; }
   std::string AgentLog(const std::string& node) const { return NodeDir(node) + "/agent.log"; }
+  std::string ProxyPidFile() const { return dir + "/proxy.pid"; }
+  std::string ProxyLog() const { return dir + "/proxy.log"; }
   // Node names found in dir (those with a node.yml), sorted.
   std::vector<std::string> Nodes() const;
   // True when `up` runs etcd for this cluster.
   bool ManagesEtcd() const;
+  // The agent of `node`: the PID in its pid file when that process is alive
+  // and is `pgwarden node -c .../<node>/node.yml` (not a reused PID).
+  std::optional<pid_t> LiveAgent(const std::string& node) const;
+  // The proxy: the PID in D/proxy.pid when that process is alive and is
+  // `pgwarden proxy -c .../cluster.yml`.
+  std::optional<pid_t> LiveProxy() const;
 };
 
 // Absolute form of a --dir argument.
@@ -39,6 +47,9 @@ std::string AbsoluteDir(const std::string& dir);
 // The PID in a pid file, when the file exists and that process is alive and
 // its command line contains `expect` (guards against a reused PID).
 std::optional<pid_t> LivePid(const std::string& pid_file, const std::string& expect);
+// The same, with every one of `expect_all` somewhere in the command line.
+std::optional<pid_t> LivePid(const std::string& pid_file,
+                             const std::vector<std::string>& expect_all);
 
 // Loads the configuration a client command uses: -c FILE when given, else
 // <dir>/cluster.yml. Throws config::ConfigError.

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
+#include "cli/status_rows.h"
 #include "common/units.h"
 #include "dcs/etcd_dcs.h"
 #include "ha/decide.h"
@@ -23,7 +25,7 @@ namespace pgwarden::cli {
 namespace {
 
 constexpr const char* kStatusHelp =
-    R"(usage: pgwarden status [--dir D | -c FILE] [--json] [--watch [SECONDS]]
+    R"TXT(usage: pgwarden status [--dir D | -c FILE] [--json] [--watch [SECONDS]]
 
 Shows every member of the cluster: name, role, state, timeline, and from the
 primary's pg_stat_replication the sent / write / flush / replay LSN, replay
@@ -31,13 +33,17 @@ lag in bytes, write / flush / replay lag time and sync_state, the WAL each
 member's slot retains, and on each replica the time since the last replayed
 transaction (now() - pg_last_xact_replay_timestamp()).
 
+A member whose agent is down keeps its row after its member key expired, as
+"stopped (no member key)" with role unknown, while the leader still keeps its
+slot (named by the slot then) or, with --dir, while D names it.
+
 options:
   --dir D        a cluster started by `pgwarden up` (default ./pgwarden-data)
   -c FILE        a configuration file naming scope and etcd3 hosts
   --json         Patroni's /cluster shape, with the extra columns per member
   --watch        refresh every 2 seconds until Ctrl-C
   -h, --help     this help
-)";
+)TXT";
 
 constexpr const char* kDsnHelp =
     R"TXT(usage: pgwarden dsn [--dir D | -c FILE] [--member NAME | --role primary|replica|proxy-rw]
@@ -68,43 +74,30 @@ std::string PercentEncode(const std::string& s) {
   return out;
 }
 
-// One member's row: the /cluster fields plus what PostgreSQL itself says.
-struct Row {
-  std::string name, role, state, host, api_url;
-  uint16_t port = 0;
-  int timeline = 0;
-  std::optional<uint64_t> lag;
-  std::string sent_lsn, write_lsn, flush_lsn, replay_lsn;
-  std::string write_lag, flush_lag, replay_lag, sync_state;
-  std::optional<uint64_t> slot_retained;
-  std::string replay_delay;  // now() - pg_last_xact_replay_timestamp()
-};
-
-std::vector<Row> CollectRows(const config::Config& cfg, const dcs::ClusterView& view) {
-  std::vector<Row> rows;
-  Lsn leader_pos = agent::LeaderPosition(view);
-  std::string leader = view.HasLeader() ? view.leader->name : "";
-  std::string sync = view.sync ? view.sync->sync_standby : "";
-  for (const auto& [name, m] : view.members) {
-    Row r;
-    r.name = name;
-    r.role = name == leader ? "leader" : (name == sync ? "sync_standby" : "replica");
-    r.state = m.state;
-    r.api_url = m.api_url;
-    r.timeline = m.timeline;
-    if (auto ep = config::HostPortOfUrl(m.conn_url)) {
-      r.host = ep->host;
-      r.port = ep->port;
+// Members the directory of a local cluster names (empty for -c FILE): those
+// stay listed when their member key is gone.
+std::vector<KnownMember> KnownMembersOf(const std::optional<std::string>& config_file,
+                                        const std::string& dir) {
+  std::vector<KnownMember> out;
+  if (config_file) return out;
+  LocalCluster lc{AbsoluteDir(dir)};
+  for (const auto& name : lc.Nodes()) {
+    KnownMember k{name, "", ""};
+    try {
+      config::Config ncfg = config::LoadConfigFile(lc.NodeFile(name), config::ConfigUse::kClient);
+      k.conn_url = ncfg.ConnUrl();
+      k.api_url = ncfg.ApiUrl();
+    } catch (const config::ConfigError&) {
+      // The name alone still says the member exists.
     }
-    if (name != leader) {
-      Lsn pos = m.replay_lsn.valid() ? m.replay_lsn : m.xlog_location;
-      if (leader_pos.valid() && pos.valid())
-        r.lag = leader_pos.BytesAfter(pos);
-      else if (leader_pos.valid() && m.state == "streaming")
-        r.lag = 0;
-    }
-    rows.push_back(std::move(r));
+    out.push_back(std::move(k));
   }
+  return out;
+}
+
+std::vector<StatusRow> CollectRows(const config::Config& cfg, const dcs::ClusterView& view,
+                                   const std::vector<KnownMember>& known) {
+  std::vector<StatusRow> rows = BuildStatusRows(view, known);
   // The leader's pg_stat_replication and slots.
   for (auto& r : rows) {
     if (r.role != "leader" || r.port == 0) continue;
@@ -159,7 +152,7 @@ std::vector<Row> CollectRows(const config::Config& cfg, const dcs::ClusterView& 
 }
 
 nlohmann::json RowsToJson(const config::Config& cfg, const dcs::ClusterView& view,
-                          const std::vector<Row>& rows) {
+                          const std::vector<StatusRow>& rows) {
   nlohmann::json out = agent::ClusterToJson(view);
   out["scope"] = cfg.scope;
   nlohmann::json members = nlohmann::json::array();
@@ -196,21 +189,24 @@ nlohmann::json RowsToJson(const config::Config& cfg, const dcs::ClusterView& vie
 std::string Or(const std::string& s) { return s.empty() ? "-" : s; }
 
 void PrintTable(const config::Config& cfg, const dcs::ClusterView& view,
-                const std::vector<Row>& rows) {
+                const std::vector<StatusRow>& rows) {
   std::printf("cluster %s (system identifier %s)%s\n", cfg.scope.c_str(),
               view.initialize.value_or("?").c_str(), view.HasLeader() ? "" : "  ** no leader **");
+  int state_width = 10;  // wider for "stopped (no member key)"
+  for (const auto& r : rows) state_width = std::max(state_width, static_cast<int>(r.state.size()));
   std::printf(
-      "%-8s %-12s %-10s %-15s %3s %-11s %-11s %-11s %-11s %10s %-16s %-16s %-16s %-7s %10s %-16s\n",
-      "Member", "Role", "State", "Host", "TL", "Sent LSN", "Write LSN", "Flush LSN", "Replay LSN",
-      "Lag bytes", "Write lag", "Flush lag", "Replay lag", "Sync", "Slot WAL", "Replay delay");
+      "%-8s %-12s %-*s %-15s %3s %-11s %-11s %-11s %-11s %10s %-16s %-16s %-16s %-7s %10s %-16s\n",
+      "Member", "Role", state_width, "State", "Host", "TL", "Sent LSN", "Write LSN", "Flush LSN",
+      "Replay LSN", "Lag bytes", "Write lag", "Flush lag", "Replay lag", "Sync", "Slot WAL",
+      "Replay delay");
   for (const auto& r : rows) {
-    std::string hostport = r.host + ":" + std::to_string(r.port);
+    std::string hostport = r.host.empty() ? "-" : r.host + ":" + std::to_string(r.port);
     std::string lag = r.role == "leader" ? "" : (r.lag ? std::to_string(*r.lag) : "unknown");
     std::string slot = r.slot_retained ? FormatBytes(*r.slot_retained) : "-";
     std::printf(
-        "%-8s %-12s %-10s %-15s %3d %-11s %-11s %-11s %-11s %10s %-16s %-16s %-16s %-7s %10s "
+        "%-8s %-12s %-*s %-15s %3d %-11s %-11s %-11s %-11s %10s %-16s %-16s %-16s %-7s %10s "
         "%-16s\n",
-        r.name.c_str(), r.role.c_str(), r.state.c_str(), hostport.c_str(), r.timeline,
+        r.name.c_str(), r.role.c_str(), state_width, r.state.c_str(), hostport.c_str(), r.timeline,
         Or(r.sent_lsn).c_str(), Or(r.write_lsn).c_str(), Or(r.flush_lsn).c_str(),
         Or(r.replay_lsn).c_str(), Or(lag).c_str(), Or(r.write_lag).c_str(), Or(r.flush_lag).c_str(),
         Or(r.replay_lag).c_str(), Or(r.sync_state).c_str(), slot.c_str(),
@@ -235,13 +231,15 @@ int StatusCommand(int argc, char** argv, int first) {
     return kExitUsage;
   }
   auto dcs = MakeClientDcs(cfg, std::chrono::milliseconds(3000));
+  std::vector<KnownMember> known =
+      KnownMembersOf(args.Get("config"), args.GetOr("dir", "pgwarden-data"));
   for (int round = 0;; ++round) {
     auto view = dcs->Load();
     if (!view.ok()) {
       std::cerr << "pgwarden status: " << view.status().message() << "\n";
       if (!args.Flag("watch")) return kExitFailure;
     } else {
-      auto rows = CollectRows(cfg, *view);
+      auto rows = CollectRows(cfg, *view, known);
       if (args.Flag("watch") && isatty(1)) std::printf("\033[H\033[2J");
       if (args.Flag("json"))
         std::printf("%s\n", RowsToJson(cfg, *view, rows).dump(2).c_str());

@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
+#include "cli/up_check.h"
 #include "common/process.h"
 #include "dcs/etcd_dcs.h"
 #include "net/http_client.h"
@@ -42,9 +43,15 @@ transaction mode) on 127.0.0.1:6432 (a free port when 6432 is taken) in
 front of the leader, prints how to connect and returns with the cluster
 running in the background.
 
-Re-running `up` on an existing D starts what is stopped, without
-re-initialising anything. The generated configuration is D/cluster.yml; every
-other command finds the cluster with --dir D (or -c D/cluster.yml).
+Re-running `up` on an existing D starts what is stopped (an agent whose
+process is gone, whatever etcd still says about it), without re-initialising
+anything, and reports success only when every agent runs and answers on its
+REST API as the leader or a streaming replica. A running proxy that accepts
+connections keeps running with its clients: a new leader address is applied
+with a reload, and only a change it cannot reload (such as proxy.listen)
+restarts it, with the reason printed. The generated configuration is
+D/cluster.yml; every other command finds the cluster with --dir D (or
+-c D/cluster.yml).
 
 options:
   --nodes N          members to create (1-9, default 3; ignored when D exists)
@@ -302,7 +309,14 @@ bool PortAccepts(uint16_t port) {
 
 // The `proxy:` section `up` keeps at the end of cluster.yml: the pooler on
 // 127.0.0.1:6432 (or a free port when that is taken) in front of the leader.
-// (Following the leader across failovers is the routing issue's work.)
+// A running proxy that accepts connections is left alone while its section
+// is unchanged. The leader's address is the one thing in it that moves by
+// itself: a new one (and any other key the proxy reloads) is written and
+// applied with SIGHUP, which moves the pools and keeps the clients; the
+// proxy is restarted only for a key it cannot reload (listen, workers, TLS,
+// ...) or when it does not accept connections, and `up` says why. (Following
+// the leader from etcd inside the proxy is the routing issue's work; then the
+// target leaves the section and the reload for it goes.)
 Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
                             const dcs::ClusterView& view) {
   const dcs::Member* leader = view.HasLeader() ? view.FindMember(view.leader->name) : nullptr;
@@ -316,7 +330,7 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
     } catch (const config::ConfigError&) {
     }
   }
-  auto running = LivePid(lc.dir + "/proxy.pid", "pgwarden");
+  auto running = lc.LiveProxy();
   if (port == 0) port = PortFree(6432) ? 6432 : FreePort();
   if (!running && !PortFree(port)) {
     // Someone took the port while the cluster was down: the same rule as at
@@ -330,26 +344,53 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
   }
   // cluster.yml without its old proxy section, then the new one.
   std::ifstream in(lc.ClusterFile());
-  std::string base, line, old_text;
+  std::string base, line, old_section;
   bool in_proxy = false;
   while (std::getline(in, line)) {
-    old_text += line + "\n";
     if (line.rfind("proxy:", 0) == 0) in_proxy = true;
-    if (!in_proxy) base += line + "\n";
+    (in_proxy ? old_section : base) += line + "\n";
   }
   const auto& su = cfg.postgresql.superuser;
   std::string userlist = lc.dir + "/userlist.txt";
-  WriteFile(userlist, "\"" + su.username + "\" \"" + su.password + "\"\n",
-            fs::perms::owner_read | fs::perms::owner_write);
-  auto with_proxy = [&](uint16_t at) {
-    return base + "proxy:\n  listen: 127.0.0.1:" + std::to_string(at) +
-           "\n  auth_file: " + userlist + "\n  admin_users: [" + su.username +
+  std::string users = "\"" + su.username + "\" \"" + su.password + "\"\n";
+  std::string old_users;
+  {
+    std::ifstream u(userlist);
+    old_users.assign(std::istreambuf_iterator<char>(u), std::istreambuf_iterator<char>());
+  }
+  WriteFile(userlist, users, fs::perms::owner_read | fs::perms::owner_write);
+  auto section = [&](uint16_t at) {
+    return "proxy:\n  listen: 127.0.0.1:" + std::to_string(at) + "\n  auth_file: " + userlist +
+           "\n  admin_users: [" + su.username +
            "]\n  databases:\n    '*': {host: " + leader_at->host +
            ", port: " + std::to_string(leader_at->port) + "}\n";
   };
-  std::string text = with_proxy(port);
+  std::string text = base + section(port);
   if (running) {
-    if (text == old_text) return port;  // same leader, same settings: keep its clients
+    ProxySectionDiff diff = DiffProxySections(old_section, section(port));
+    std::vector<std::string> changes = diff.descriptions;
+    if (old_users != users) changes.push_back("proxy.auth_file: the superuser's entry changed");
+    bool accepts = PortAccepts(port);
+    if (accepts && !diff.needs_restart) {
+      if (changes.empty()) return port;  // nothing about the proxy changed: keep it and its clients
+      WriteFile(lc.ClusterFile(), text, fs::perms::owner_read | fs::perms::owner_write);
+      for (const auto& c : changes) std::fprintf(stderr, "pgwarden up: %s\n", c.c_str());
+      if (kill(*running, SIGHUP) != 0) return IoError("cannot signal the proxy (SIGHUP)");
+      std::fprintf(stderr,
+                   "pgwarden up: the proxy (pid %d) reloads its configuration (leader %s) and "
+                   "keeps its clients\n",
+                   *running, leader->name.c_str());
+      return port;
+    }
+    if (!accepts) {
+      changes.insert(changes.begin(),
+                     "the proxy (pid " + std::to_string(*running) +
+                         ") does not accept connections on 127.0.0.1:" + std::to_string(port));
+    }
+    for (const auto& c : changes) std::fprintf(stderr, "pgwarden up: %s\n", c.c_str());
+    std::fprintf(stderr,
+                 "pgwarden up: restarting the proxy (pid %d); its clients are disconnected\n",
+                 *running);
     StopProcess(*running, SIGTERM, std::chrono::seconds(40));
   }
   // A port found free can be taken by someone else before the proxy binds
@@ -357,11 +398,11 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
   for (int attempt = 0;; ++attempt) {
     WriteFile(lc.ClusterFile(), text, fs::perms::owner_read | fs::perms::owner_write);
     ProcessOptions o;
-    o.log_file = lc.dir + "/proxy.log";
+    o.log_file = lc.ProxyLog();
     o.new_session = true;
     auto pid = SpawnProcess({SelfExecutable(), "proxy", "-c", lc.ClusterFile()}, o);
     if (!pid.ok()) return pid.status();
-    WriteFile(lc.dir + "/proxy.pid", std::to_string(*pid) + "\n",
+    WriteFile(lc.ProxyPidFile(), std::to_string(*pid) + "\n",
               fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                   fs::perms::others_read);
     auto deadline = Clk::now() + std::chrono::seconds(10);
@@ -378,14 +419,14 @@ Result<uint16_t> StartProxy(const LocalCluster& lc, const config::Config& cfg,
       return Timeout("the proxy did not listen on 127.0.0.1:" + std::to_string(port) +
                      " within 10 s");
     if (attempt == 2 || PortFree(port))
-      return IoError("the proxy exited at start; see " + lc.dir + "/proxy.log");
+      return IoError("the proxy exited at start; see " + lc.ProxyLog());
     uint16_t taken = port;
     port = FreePort();
     std::fprintf(stderr,
                  "pgwarden up: 127.0.0.1:%u was taken before the proxy could listen on it; the "
                  "proxy moves to 127.0.0.1:%u\n",
                  taken, port);
-    text = with_proxy(port);
+    text = base + section(port);
   }
 }
 
@@ -470,9 +511,14 @@ int UpCommand(int argc, char** argv, int first) {
   // which reads empty while a just-spawned child is still in exec().
   std::map<std::string, pid_t> agent_pids;
   for (const auto& n : node_cfgs) {
-    if (auto running = LivePid(lc.AgentPidFile(n.name), "pgwarden")) {
+    if (auto running = lc.LiveAgent(n.name)) {
       agent_pids[n.name] = *running;
       continue;
+    }
+    if (fs::exists(lc.AgentPidFile(n.name), ec)) {
+      std::fprintf(stderr,
+                   "pgwarden up: the agent of %s is not running (pid file %s); starting it\n",
+                   n.name.c_str(), lc.AgentPidFile(n.name).c_str());
     }
     auto pid = StartAgent(lc, n.name);
     if (!pid.ok()) {
@@ -483,27 +529,41 @@ int UpCommand(int argc, char** argv, int first) {
     agent_pids[n.name] = *pid;
   }
 
+  // Healthy means: every agent process alive, the cluster in etcd healthy, and
+  // every agent saying so itself on its REST API (a member key outlives a
+  // dead agent until its lease expires, so etcd alone is not enough).
   auto dcs = MakeClientDcs(cfg, std::chrono::milliseconds(2000));
+  net::HttpClient http;
   std::string progress;
   bool healthy = false;
   auto deadline = started + std::chrono::seconds(timeout_s);
   dcs::ClusterView view;
   while (Clk::now() < deadline) {
-    auto v = dcs->Load();
-    if (v.ok()) {
-      view = *v;
-      if (Healthy(view, node_cfgs.size(), &progress)) {
-        healthy = true;
-        break;
-      }
-    }
     for (const auto& n : node_cfgs) {
       if (!ProcessAlive(agent_pids[n.name])) {
-        std::cerr << "pgwarden up: the agent of " << n.name << " exited; its log ("
-                  << lc.AgentLog(n.name) << ") ends with:\n"
+        std::cerr << "pgwarden up: the agent of " << n.name << " (pid " << agent_pids[n.name]
+                  << ") exited; its log (" << lc.AgentLog(n.name) << ") ends with:\n"
                   << LastLines(lc.AgentLog(n.name), 15);
         return kExitFailure;
       }
+    }
+    auto v = dcs->Load();
+    if (!v.ok()) {
+      progress = "etcd: " + v.status().message();
+    } else if (view = *v; Healthy(view, node_cfgs.size(), &progress)) {
+      std::string waiting;
+      for (const auto& n : node_cfgs) {
+        bool leader = view.leader->name == n.name;
+        auto r = http.Get(n.restapi.listen.ToString(), "/patroni", std::chrono::milliseconds(1000));
+        std::string why = AgentNotReadyReason(n.name, leader, r.ok() ? r->status : 0,
+                                              r.ok() ? r->body : std::string());
+        if (!why.empty()) waiting += (waiting.empty() ? "" : "; ") + why;
+      }
+      if (waiting.empty()) {
+        healthy = true;
+        break;
+      }
+      progress += "but " + waiting;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -519,7 +579,7 @@ int UpCommand(int argc, char** argv, int first) {
   if (!proxy_port.ok()) {
     std::cerr << "pgwarden up: the cluster is up but the proxy is not: "
               << proxy_port.status().message() << "\n"
-              << LastLines(lc.dir + "/proxy.log", 10);
+              << LastLines(lc.ProxyLog(), 10);
     return kExitFailure;
   }
   const std::string& pw = cfg.postgresql.superuser.password;
@@ -578,7 +638,7 @@ namespace {
 // Stops an agent by PID (it stops its PostgreSQL), then any postmaster it left.
 bool StopNode(const LocalCluster& lc, const std::string& node, const config::Config& ncfg) {
   bool ok = true;
-  if (auto pid = LivePid(lc.AgentPidFile(node), "pgwarden")) {
+  if (auto pid = lc.LiveAgent(node)) {
     std::printf("stopping %s (agent pid %d)\n", node.c_str(), *pid);
     std::fflush(stdout);
     ok = StopProcess(*pid, SIGTERM, std::chrono::seconds(120));
@@ -608,11 +668,11 @@ int StopAll(const LocalCluster& lc, bool quiet) {
     return kExitUsage;
   }
   // The proxy first: no new transactions while the servers go.
-  if (auto pid = LivePid(lc.dir + "/proxy.pid", "pgwarden")) {
+  if (auto pid = lc.LiveProxy()) {
     std::printf("stopping the proxy (pid %d)\n", *pid);
     StopProcess(*pid, SIGTERM, std::chrono::seconds(40));
   }
-  fs::remove(lc.dir + "/proxy.pid");
+  fs::remove(lc.ProxyPidFile());
   // Replicas first, the leader last: nobody waits for a leader that is gone.
   std::string leader;
   if (!lc.ManagesEtcd() || LivePid(lc.EtcdPidFile(), "etcd")) {

@@ -41,11 +41,13 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
     dup2(out_fd, 1);
     dup2(out_fd, 2);
   }
-  // Nothing of ours beyond stdin/stdout/stderr reaches the new program: a
-  // descriptor opened without O_CLOEXEC (Asio's sockets, or one accepted on
-  // another thread just before this fork) would otherwise stay open in
-  // PostgreSQL for its whole life and keep our REST port bound after we die.
-  close_range(3, ~0U, 0);
+  // Nothing but stdin/stdout/stderr goes to the new program: a listening
+  // socket of ours (the REST API) kept open by a postmaster would hold its
+  // port after we die, and our restarted self could not listen again.
+  if (close_range(3, ~0U, 0) != 0) {
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    for (int fd = 3; fd < (max_fd > 0 && max_fd < 65536 ? max_fd : 65536); ++fd) close(fd);
+  }
   if (user) {
     if (setgroups(0, nullptr) != 0 || setgid(user->gid) != 0 || setuid(user->uid) != 0) {
       const char msg[] = "pgwarden: cannot switch to the OS user\n";

@@ -45,7 +45,8 @@ struct ProcessResult {
 Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, const ProcessOptions& opts,
                                  std::chrono::milliseconds timeout);
 
-// Starts argv[0] (a path) and returns its pid. The caller owns the child and
+// Starts argv[0] (a path) and returns its pid. Like RunProcess, the child
+// inherits no file descriptor of ours but stdin, stdout and stderr. The caller owns the child and
 // must reap it (WaitProcess) unless new_session detached it for good.
 Result<pid_t> SpawnProcess(const std::vector<std::string>& argv, const ProcessOptions& opts);
 

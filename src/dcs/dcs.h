@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,11 +64,13 @@ struct ClusterView {
   std::optional<nlohmann::json> config;   // dynamic configuration
   int64_t config_revision = 0;            // mod_revision of `config` (0: absent), for WriteConfig
   std::optional<SyncKey> sync;
-  Lsn last_leader_optime;                  // `status.optime`
-  std::optional<nlohmann::json> status;    // the whole `status` key (slots, retain_slots)
-  std::optional<nlohmann::json> failover;  // pending switchover request
-  int64_t failover_revision = 0;           // mod_revision of `failover` (0: absent)
-  std::optional<nlohmann::json> history;   // timeline history
+  Lsn last_leader_optime;                   // `status.optime`
+  std::map<std::string, Lsn> leader_slots;  // `status.slots`: the leader's slots, restart_lsn each
+  std::set<std::string> retain_slots;       // `status.retain_slots`: slots kept for members
+  std::optional<nlohmann::json> status;     // the whole `status` key (slots, retain_slots)
+  std::optional<nlohmann::json> failover;   // pending switchover request
+  int64_t failover_revision = 0;            // mod_revision of `failover` (0: absent)
+  std::optional<nlohmann::json> history;    // timeline history
 
   const Member* FindMember(const std::string& name) const;
   bool HasLeader() const { return leader.has_value() && !leader->name.empty(); }

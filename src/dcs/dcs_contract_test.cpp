@@ -168,7 +168,10 @@ TEST_P(DcsContractTest, LoadReadsEveryKeyAndSkipsMalformedMembers) {
   auto a = NewDcs();
   KvStore& store = backend_->Store();
   const std::string p = backend_->Prefix();
-  ASSERT_TRUE(a->WriteStatus({{"optime", 50331968}, {"slots", json::object()}}).ok());
+  ASSERT_TRUE(a->WriteStatus({{"optime", 50331968},
+                              {"slots", {{"node2", 50331648}, {"node3", "0/3000000"}}},
+                              {"retain_slots", json::array({"node2", 7})}})
+                  .ok());
   ASSERT_TRUE(store.Put(p + "members/broken", "{not json", 0).ok());
   ASSERT_TRUE(store
                   .Put(p + "members/patroni",
@@ -186,6 +189,9 @@ TEST_P(DcsContractTest, LoadReadsEveryKeyAndSkipsMalformedMembers) {
   EXPECT_EQ(view.last_leader_optime, Lsn(50331968));
   ASSERT_TRUE(view.status.has_value());
   EXPECT_TRUE((*view.status)["slots"].is_object());
+  EXPECT_EQ(view.leader_slots,
+            (std::map<std::string, Lsn>{{"node2", Lsn(50331648)}, {"node3", Lsn(0x3000000)}}));
+  EXPECT_EQ(view.retain_slots, std::set<std::string>{"node2"}) << "a non-string entry is skipped";
   EXPECT_EQ(view.FindMember("broken"), nullptr);
   const Member* patroni = view.FindMember("patroni");
   ASSERT_NE(patroni, nullptr);

@@ -19,7 +19,8 @@ std::optional<json> ParseJson(const std::string& text) {
   return j;
 }
 
-// `status.optime` / `optime/leader`: bytes as a number or a decimal string.
+// `status.optime`, a slot's LSN in `status.slots`, `optime/leader`: bytes as a number,
+// a decimal string or "X/Y".
 Lsn ParseOptime(const json& j) {
   if (j.is_number_unsigned()) return Lsn(j.get<uint64_t>());
   if (j.is_number_integer() && j.get<int64_t>() > 0) return Lsn(j.get<uint64_t>());
@@ -68,6 +69,14 @@ Result<ClusterView> KvDcs::Load() {
     } else if (name == kStatusKey) {
       if (auto j = parse("status"); j && j->is_object()) {
         if (j->contains("optime")) view.last_leader_optime = ParseOptime((*j)["optime"]);
+        if (auto it = j->find("slots"); it != j->end() && it->is_object()) {
+          for (const auto& [slot, lsn] : it->items()) view.leader_slots[slot] = ParseOptime(lsn);
+        }
+        if (auto it = j->find("retain_slots"); it != j->end() && it->is_array()) {
+          for (const auto& slot : *it) {
+            if (slot.is_string()) view.retain_slots.insert(slot.get<std::string>());
+          }
+        }
         view.status = std::move(j);
       }
     } else if (name == kOldOptimeKey) {

@@ -133,9 +133,23 @@ TEST(RestartTest, UpOnARunningClusterRestartsNothing) {
   for (const auto& [name, pid] : agents) ASSERT_GT(pid, 0) << name;
   for (const auto& [name, pid] : postmasters) ASSERT_GT(pid, 0) << name;
   std::string leader = cluster.Leader();
+  pid_t proxy = ReadPidFile(cluster.dir() + "/proxy.pid");
+  ASSERT_GT(proxy, 0);
+  CommandResult dsn = cluster.Pgwarden("dsn", {"--role", "proxy-rw"});
+  ASSERT_EQ(dsn.exit_code, 0) << dsn.Describe();
+  std::string uri = dsn.out.substr(0, dsn.out.find('\n'));
+  auto client = Connect(uri);  // through the proxy, open across the second `up`
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  ASSERT_TRUE(QueryValue(**client, "SELECT 1").ok());
 
   CommandResult again = cluster.Up();
   EXPECT_EQ(again.exit_code, 0) << again.Describe();
+  EXPECT_EQ(ReadPidFile(cluster.dir() + "/proxy.pid"), proxy) << again.Describe();
+  EXPECT_TRUE(ProcessAlive(proxy));
+  auto still = QueryValue(**client, "SELECT 2");
+  ASSERT_TRUE(still.ok()) << "the proxy's client lost its connection: "
+                          << still.status().ToString();
+  EXPECT_EQ(*still, "2");
   EXPECT_EQ(AgentPids(cluster), agents);
   EXPECT_EQ(PostmasterPids(cluster), postmasters);
   EXPECT_EQ(ReadPidFile(cluster.dir() + "/etcd.pid"), etcd);
