@@ -37,7 +37,11 @@ bool KillNine(pid_t pid) {
 class PortHolder {
  public:
   explicit PortHolder(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // As the agent's own listener does: a connection of the dead agent left
+    // in TIME_WAIT must not count as someone holding the port.
+    int one = 1;
+    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
