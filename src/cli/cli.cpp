@@ -25,6 +25,7 @@ commands:
   down             stop a local cluster
   status           show the cluster's members and replication
   dsn              print a connection URI for psql / pgbench
+  history          list the cluster's timeline switches (failovers)
   version          print the version
 
 `pgwarden <command> --help` tells more. Exit codes: 0 ok, 1 runtime
@@ -44,7 +45,7 @@ int VersionCommand(int, char**, int) {
 constexpr Command kCommands[] = {
     {"node", NodeCommand},         {"up", UpCommand},           {"down", DownCommand},
     {"status", StatusCommand},     {"dsn", DsnCommand},         {"proxy", ProxyCommand},
-    {"watchdog", WatchdogCommand}, {"version", VersionCommand},
+    {"watchdog", WatchdogCommand}, {"history", HistoryCommand}, {"version", VersionCommand},
 };
 
 }  // namespace

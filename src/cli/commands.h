@@ -10,6 +10,7 @@ int UpCommand(int argc, char** argv, int first);
 int DownCommand(int argc, char** argv, int first);
 int StatusCommand(int argc, char** argv, int first);
 int DsnCommand(int argc, char** argv, int first);
+int HistoryCommand(int argc, char** argv, int first);
 int ProxyCommand(int argc, char** argv, int first);
 int WatchdogCommand(int argc, char** argv, int first);
 

@@ -83,6 +83,11 @@ TEST(FailoverTest, KilledPrimaryIsReplacedTheThirdFollowsAndTheOldOneRejoinsByRe
               new_leader.c_str(), promoted_after, writable_after);
   EXPECT_TRUE(WaitFor([&] { return cluster.Leader() == new_leader; }, 10s));
   EXPECT_EQ(Value(leader_node, "SELECT count(*) FROM drill"), "1001");
+  // The switch is in `history`, in Patroni's shape, and `pgwarden history` lists it.
+  CommandResult history = cluster.Pgwarden("history");
+  EXPECT_EQ(history.exit_code, 0) << history.Describe();
+  EXPECT_THAT(history.out, HasSubstr("no recovery target specified")) << history.Describe();
+  EXPECT_THAT(history.out, HasSubstr(new_leader)) << history.Describe();
   // The third member follows the new leader (primary_conninfo by reload) and
   // streams the new row.
   for (const auto& n : others) {
