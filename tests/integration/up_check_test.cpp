@@ -96,8 +96,13 @@ TEST(UpCheckTest, UpAfterAnAgentWasKilledReportsSuccessOnlyOnceTheAgentRunsAndAn
     uint16_t rest_port =
         static_cast<uint16_t>(std::stoi(node.rest.substr(node.rest.rfind(':') + 1)));
     PortHolder holder(rest_port);
-    ASSERT_TRUE(holder.ok()) << "cannot hold " << node.rest
-                             << " (does the agent's PostgreSQL still hold it?)";
+    if (!holder.ok()) {
+      // Nothing of this cluster may hold it (a postmaster did before the
+      // close-on-exec fix: that is ProcessTest's and agent_failures_test's
+      // regression), but another process of a test running beside this one
+      // may have taken it as its own port since the agent died.
+      GTEST_SKIP() << "cannot hold " << node.rest << ": taken by another process";
+    }
     CommandResult failed = cluster.Up({"--timeout", "20"}, 60s);
     EXPECT_NE(failed.exit_code, 0) << failed.Describe();
     EXPECT_THAT(failed.err, HasSubstr("the agent of " + victim + " (pid")) << failed.Describe();
